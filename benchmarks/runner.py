@@ -1,0 +1,257 @@
+"""Shared benchmark machinery (DESIGN §8): environment, correctness first, timing, JSON/CSV output.
+
+A suite receives a :class:`Recorder`.  It checks each fast configuration against a float64
+reference with :meth:`Recorder.check` (a failure raises :class:`CorrectnessError`, so a wrong
+kernel is never timed), times with :meth:`Recorder.time` (``torch.utils.benchmark`` on CPU,
+``triton.testing.do_bench`` on CUDA), and states every figure as a ratio of two timings of the
+same run with :meth:`Recorder.target`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from torch.utils.benchmark import Timer
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+ROW_FIELDS = ("method", "pass", "device", "dtype", "batch_heads", "n", "dv", "seconds")
+"""Columns of a timing row, in CSV order."""
+
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+"""Torch threads for CPU timings: every core this process may run on."""
+
+HALF_UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+"""Unit roundoff ``u`` of the 16-bit float types."""
+
+
+class CorrectnessError(RuntimeError):
+    """A fast configuration disagrees with its float64 reference; it is not timed."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named benchmark: ``run`` fills a :class:`Recorder`; ``plot`` draws the results dict, if any."""
+
+    name: str
+    run: Callable[[Recorder], None]
+    plot: Callable[[dict[str, Any]], Figure] | None = None
+
+    def __call__(self, recorder: Recorder) -> None:
+        self.run(recorder)
+
+
+def tolerance(dtype: torch.dtype, n: int) -> float:
+    """Relative tolerance against float64 for a length-``n`` scan in ``dtype`` (DESIGN §4, brief §4).
+
+    float32: ``1e-5``; float64: ``1e-12``; both times ``sqrt(n / 4096)`` above ``n = 4096``.
+    float16/bfloat16 accumulate in float32 and round once: ``2u`` plus the float32 tolerance.
+    """
+    growth = max(1.0, math.sqrt(n / 4096))
+    if dtype == torch.float64:
+        return 1e-12 * growth
+    return 2 * HALF_UNIT_ROUNDOFF.get(dtype, 0.0) + 1e-5 * growth
+
+
+def relative_error(out: Tensor, ref: Tensor) -> float:
+    """``max |out - ref| / max |ref|`` in float64; ``inf`` on a shape mismatch or any NaN."""
+    if out.shape != ref.shape:
+        return math.inf
+    ref64 = ref.detach().to("cpu", torch.float64)
+    err = (out.detach().to("cpu", torch.float64) - ref64).abs()
+    if err.isnan().any():
+        return math.inf
+    return float(err.max() / ref64.abs().max().clamp_min(1e-300)) if err.numel() else 0.0
+
+
+def measure(fn: Callable[[], object], *, device: str = "cpu", min_run_time: float = 0.5) -> float:
+    """Median seconds per call of ``fn``: ``blocked_autorange`` on CPU (all cores), ``do_bench`` on CUDA."""
+    if device == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, return_mode="median")) / 1e3
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=THREADS)
+    return float(timer.blocked_autorange(min_run_time=min_run_time).median)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``); ``None`` when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine skews CPU timings."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def environment() -> dict[str, Any]:
+    """What the timings depend on; no hostname or user names."""
+    cuda = torch.cuda.is_available()
+    return {
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": THREADS,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": _package_version("triton"),
+        "numpy": _package_version("numpy"),
+        "cuda_device": torch.cuda.get_device_name() if cuda else None,
+        "load_average": _load_average(),
+    }
+
+
+class Recorder:
+    """Collects one run of a suite: correctness records, timing rows, target ratios and skips."""
+
+    def __init__(self, suite: str, *, quick: bool) -> None:
+        self.suite = suite
+        self.quick = quick
+        self.min_run_time = 0.02 if quick else 0.5
+        self.date = dt.date.today().isoformat()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.environment = environment()
+        self.correctness: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
+        self.targets: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, str]] = []
+        self._start = time.perf_counter()
+
+    def check(self, name: str, outputs: Sequence[Tensor], references: Sequence[Tensor], tol: float) -> None:
+        """Record the worst :func:`relative_error` over output/reference pairs; raise if above ``tol``."""
+        error = max(relative_error(o, r) for o, r in zip(outputs, references, strict=True))
+        passed = error <= tol
+        self.correctness.append({"name": name, "max_error": error, "tolerance": tol, "passed": passed})
+        if not passed:
+            raise CorrectnessError(f"{self.suite}: {name}: relative error {error:.3g} > tolerance {tol:.3g}")
+
+    def time(
+        self,
+        fn: Callable[[], object],
+        *,
+        method: str,
+        pass_: str,
+        n: int,
+        batch_heads: int,
+        dv: int,
+        dtype: torch.dtype,
+        device: str = "cpu",
+        per_call: int = 1,
+    ) -> float:
+        """Time ``fn`` with :func:`measure`, record a row, return seconds (per item when ``fn`` does ``per_call``)."""
+        seconds = measure(fn, device=device, min_run_time=self.min_run_time) / per_call
+        self.rows.append(
+            {
+                "method": method,
+                "pass": pass_,
+                "device": device,
+                "dtype": str(dtype).removeprefix("torch."),
+                "batch_heads": batch_heads,
+                "n": n,
+                "dv": dv,
+                "seconds": seconds,
+            }
+        )
+        return seconds
+
+    def target(self, name: str, ratio: float, target: float, comparison: str, details: dict[str, Any]) -> None:
+        """Record ``ratio`` against ``target`` (``comparison`` is ``"<="`` or ``">="``)."""
+        if comparison not in ("<=", ">="):
+            raise ValueError(f"comparison: expected '<=' or '>=', got {comparison!r}")
+        met = ratio <= target if comparison == "<=" else ratio >= target
+        self.targets.append(
+            {"name": name, "ratio": ratio, "target": target, "comparison": comparison, "met": met, "details": details}
+        )
+
+    def skip(self, name: str, reason: str) -> None:
+        """Record a measurement that was not run, and why."""
+        self.skipped.append({"name": name, "reason": reason})
+
+    def results(self) -> dict[str, Any]:
+        """The JSON document of the run."""
+        self.environment["load_average_end"] = _load_average()
+        return {
+            "suite": self.suite,
+            "date": self.date,
+            "quick": self.quick,
+            "device": self.device,
+            "wall_seconds": time.perf_counter() - self._start,
+            "environment": self.environment,
+            "correctness": self.correctness,
+            "rows": self.rows,
+            "targets": self.targets,
+            "skipped": self.skipped,
+        }
+
+
+def write_results(results: dict[str, Any], out_dir: Path, plot: Callable[[dict[str, Any]], Figure] | None) -> Path:
+    """Write ``<suite>-<device>-<date>[-quick]`` ``.json``, ``.csv`` (the rows) and ``.png``; return the JSON path.
+
+    The plot is skipped (with a warning) when matplotlib is not installed.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{results['suite']}-{results['device']}-{results['date']}" + ("-quick" if results["quick"] else "")
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        writer.writeheader()
+        writer.writerows(results["rows"])
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        warnings.warn(f"{results['suite']}: matplotlib is not installed; no plot written", stacklevel=2)
+    elif plot is not None:
+        plot(results).savefig(out_dir / f"{stem}.png", dpi=120, bbox_inches="tight")
+    return json_path
+
+
+def load_latest(results_dir: Path, suite: str) -> dict[str, Any]:
+    """The newest results of ``suite`` in ``results_dir``; a full run wins over a quick one of the same date."""
+    runs = [json.loads(p.read_text()) for p in Path(results_dir).glob(f"{suite}-*.json")]
+    runs = [r for r in runs if r.get("suite") == suite]
+    if not runs:
+        raise FileNotFoundError(f"no results of suite {suite!r} in {results_dir}")
+    return max(runs, key=lambda r: (r["date"], not r["quick"], r["environment"]["timestamp"]))

@@ -1,0 +1,182 @@
+"""Property tests of the fast torch path of ``prefix_softmax_attention`` against the float64 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attnverify.fast import aaren as fast
+from attnverify.fast import prefix_softmax_attention
+from attnverify.reference import aaren as ref
+from attnverify.theory.aaren import scan_case
+from attnverify.theory.numerics import identity_tolerance, row_scale, scaled_error
+from tests.strategies import scan_cases
+
+F64, F32 = torch.float64, torch.float32
+NEG_INF = float("-inf")
+
+
+def torch_path(s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return prefix_softmax_attention(s, v, backend="torch")
+
+
+@given(case=scan_cases(), dtype=st.sampled_from([F64, F32]))
+def test_matches_reference(case, dtype) -> None:
+    s, v = case.on(dtype, "cpu")
+    out = torch_path(s, v)
+    assert out.dtype == dtype and out.shape == v.shape
+    n = s.shape[-1]
+    assert scaled_error(out, case.ground_truth(dtype), row_scale(v)) <= identity_tolerance(dtype, n)
+
+
+@pytest.mark.parametrize("n", [255, 256, 257, 4095, 4097])
+def test_long_sequences_cross_chunk_levels(n: int) -> None:
+    """Lengths around CHUNK^2 and CHUNK^3 exercise every level of the recursive carry."""
+    assert fast.CHUNK**2 == 256 and fast.CHUNK**3 == 4096
+    for kind, mask in (("wide", "random"), ("spike", "leftpad"), ("ramp", "none")):
+        case = scan_case(n, dv=3, lead=(2,), scores=kind, mask=mask, seed=n)
+        s, v = case.on(F64, "cpu")
+        err = scaled_error(torch_path(s, v), ref.sequential_scan(s, v), row_scale(v))
+        assert err <= identity_tolerance(F64, n)
+
+
+@given(case=scan_cases(max_n=70), data=st.data())
+def test_backward_matches_reference_autograd(case, data) -> None:
+    """The reverse-scan backward equals autograd through the reference scan, and has no NaN."""
+    s, v = case.on(F64, "cpu")
+    g = torch.randn(v.shape, generator=torch.Generator().manual_seed(data.draw(st.integers(0, 99))), dtype=F64)
+    grads = []
+    for fn in (torch_path, ref.sequential_scan):
+        s_, v_ = s.clone().requires_grad_(), v.clone().requires_grad_()
+        (fn(s_, v_) * g).sum().backward()
+        grads.append((s_.grad, v_.grad))
+    (ds, dv), (ds_ref, dv_ref) = grads
+    assert not ds.isnan().any() and not dv.isnan().any()
+    scale = float(g.abs().max() * (1 + v.abs().max()))
+    assert scaled_error(ds, ds_ref, scale) <= 1e-11
+    assert scaled_error(dv, dv_ref, scale) <= 1e-11
+
+
+@pytest.mark.parametrize("n", [1, 2, 17, 40])
+@pytest.mark.parametrize("mask", ["none", "random", "leftpad"])
+def test_gradcheck(n: int, mask: str) -> None:
+    case = scan_case(n, dv=3, lead=(2,), scores="wide", mask=mask, seed=n)
+    s, v = (t.clone().requires_grad_() for t in case.on(F64, "cpu"))
+    assert torch.autograd.gradcheck(torch_path, (s, v))
+
+
+def test_fully_masked_prefix_is_zero_with_zero_gradient() -> None:
+    s = torch.tensor([[NEG_INF, NEG_INF, 0.5, NEG_INF, 2.0], [NEG_INF] * 5], dtype=F64, requires_grad=True)
+    v = torch.randn(2, 5, 3, dtype=F64, requires_grad=True)
+    out = torch_path(s, v)
+    assert (out[0, :2] == 0).all() and (out[1] == 0).all()
+    assert torch.equal(out[0, 2], v[0, 2])  # o at the first live token is that token's value
+    out.sum().backward()
+    assert torch.isfinite(s.grad).all() and torch.isfinite(v.grad).all()
+    assert (v.grad[1] == 0).all() and (s.grad[1] == 0).all()
+    assert (v.grad[0, [0, 1, 3]] == 0).all() and (s.grad[0, [0, 1, 3]] == 0).all()
+
+
+def test_masked_values_are_ignored_even_when_huge() -> None:
+    case = scan_case(50, dv=4, lead=(3,), scores="normal", mask="random", seed=1)
+    s, v = case.on(F64, "cpu")
+    v2 = v.clone()
+    v2[s == NEG_INF] = 1e300
+    assert torch.equal(torch_path(s, v), torch_path(s, v2))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_accumulates_in_float32(dtype: torch.dtype) -> None:
+    """Constant scores and v_i = i/N: a bf16/fp16 counter would stall (bf16 cannot count past 256)."""
+    case = scan_case(2048, dv=2, lead=(1,), scores="constant", values="ramp")
+    s, v = case.on(dtype, "cpu")
+    out = torch_path(s, v)
+    assert out.dtype == dtype
+    assert scaled_error(out, case.ground_truth(dtype), row_scale(v)) <= identity_tolerance(dtype, 2048)
+
+
+def test_low_precision_backward_returns_input_dtype() -> None:
+    s = torch.randn(2, 33, dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(2, 33, 4, dtype=torch.bfloat16, requires_grad=True)
+    torch_path(s, v).float().sum().backward()
+    assert s.grad.dtype == torch.bfloat16 and v.grad.dtype == torch.bfloat16
+    assert torch.isfinite(s.grad.float()).all()
+
+
+def test_non_contiguous_inputs() -> None:
+    case = scan_case(70, dv=5, lead=(4,), scores="wide", seed=2)
+    s, v = case.on(F64, "cpu")
+    s_t, v_t = s.t().contiguous().t(), v.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not s_t.is_contiguous() and not v_t.is_contiguous()
+    assert torch.equal(torch_path(s_t, v_t), torch_path(s, v))
+    assert torch.equal(torch_path(s[:, ::2], v[:, ::2]), torch_path(s[:, ::2].contiguous(), v[:, ::2].contiguous()))
+
+
+@pytest.mark.parametrize(("n", "dv"), [(0, 3), (5, 0), (0, 0)])
+def test_empty_shapes(n: int, dv: int) -> None:
+    s, v = torch.randn(2, n, dtype=F64), torch.randn(2, n, dv, dtype=F64)
+    out = torch_path(s, v)
+    assert out.shape == (2, n, dv)
+
+
+def test_single_row_without_batch_dims() -> None:
+    s, v = torch.tensor([0.0, 5.0, 10.0], dtype=F64), torch.tensor([[1.0], [2.0], [3.0]], dtype=F64)
+    assert scaled_error(torch_path(s, v), ref.causal_constant_query_attention(s, v), 3.0) <= 1e-15
+
+
+def test_nan_and_positive_infinity_propagate() -> None:
+    v = torch.ones(1, 4, 2, dtype=F64)
+    for bad in (float("nan"), float("inf")):
+        s = torch.tensor([[0.0, 1.0, bad, 2.0]], dtype=F64)
+        out = torch_path(s, v)
+        assert torch.isfinite(out[0, :2]).all() and out[0, 2:].isnan().all()
+
+
+def test_default_backend_on_cpu_is_torch() -> None:
+    s, v = torch.randn(3, 9, dtype=F64), torch.randn(3, 9, 2, dtype=F64)
+    assert torch.equal(prefix_softmax_attention(s, v), torch_path(s, v))
+
+
+@pytest.mark.parametrize(
+    ("scores", "values", "error", "match"),
+    [
+        (torch.zeros(2, 5), torch.zeros(2, 4, 3), ValueError, "values: expected shape"),
+        (torch.zeros(2, 5), torch.zeros(3, 5, 3), ValueError, "values: expected shape"),
+        (torch.zeros(2, 5), torch.zeros(2, 5), ValueError, "values: expected shape"),
+        (torch.zeros(5), torch.zeros(1, 5, 3), ValueError, "values: expected shape"),
+        (torch.zeros(()), torch.zeros(3), ValueError, "scores: expected shape"),
+        (torch.zeros(2, 5, dtype=torch.int64), torch.zeros(2, 5, 3), TypeError, "scores: expected dtype"),
+        (torch.zeros(2, 5), torch.zeros(2, 5, 3, dtype=torch.int32), TypeError, "values: expected dtype"),
+        (torch.zeros(2, 5), torch.zeros(2, 5, 3, dtype=F64), TypeError, "values: expected the dtype of scores"),
+        ([0.0, 1.0], torch.zeros(2, 3), TypeError, "scores: expected a torch.Tensor"),
+        (torch.zeros(2, 5), None, TypeError, "values: expected a torch.Tensor"),
+        (torch.zeros(2, 5), torch.zeros(2, 5, 3, device="meta"), ValueError, "values: expected the device of scores"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(scores, values, error, match) -> None:
+    with pytest.raises(error, match=match):
+        prefix_softmax_attention(scores, values)
+
+
+def test_bad_backend() -> None:
+    s, v = torch.zeros(2, 5), torch.zeros(2, 5, 3)
+    with pytest.raises(ValueError, match="backend: expected None, 'torch' or 'triton'"):
+        prefix_softmax_attention(s, v, backend="cuda")
+
+
+def test_triton_backend_on_cpu_without_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="backend: 'triton' needs"):
+        prefix_softmax_attention(torch.zeros(2, 5), torch.zeros(2, 5, 3), backend="triton")
+
+
+def test_combine_identity_and_guard() -> None:
+    e = (torch.tensor([NEG_INF]), torch.tensor([0.0]), torch.zeros(1, 2))
+    x = (torch.tensor([-800.0]), torch.tensor([1.5]), torch.tensor([[2.0, -1.0]]))
+    for a, b in ((e, x), (x, e)):
+        out = fast.combine(a, b)
+        assert all(torch.equal(p, q) for p, q in zip(out, x, strict=True))
+    ee = fast.combine(e, e)
+    assert ee.m.item() == NEG_INF and ee.u.item() == 0 and (ee.w == 0).all()

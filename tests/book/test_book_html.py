@@ -1,0 +1,115 @@
+"""The built book, tested as a web page (DESIGN §6): headless Chromium, no network.
+
+Build first (``attnverify book``), then ``pytest -m book tests/book``.  These tests never build
+the book themselves, and they fail (they do not skip) when the build output is missing.  Each
+page is loaded from ``file://`` in a fresh Chromium profile with background networking off. The
+test reads the DOM after scripts have run and checks that MathJax typeset the maths from the
+bundled copy, that the live tables are present, and that no traceback leaked into the page.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from attnverify.theory import registry
+
+pytestmark = pytest.mark.book
+
+HTML = Path(__file__).resolve().parents[2] / "book" / "_build" / "html"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=8000",
+    "--dump-dom",
+)
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def _page(name: str) -> Path:
+    page = HTML / name
+    if not page.is_file():
+        pytest.fail(f"{page} is missing: build the book first with 'attnverify book' (from the repository root)")
+    return page
+
+
+@cache
+def dom(name: str) -> str:
+    """The DOM of ``book/_build/html/<name>`` after Chromium ran its scripts (MathJax included)."""
+    page = _page(name)
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's 'chromium' package")
+    with tempfile.TemporaryDirectory(prefix="attnverify-chromium-") as profile:
+        done = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", page.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    if done.returncode != 0 or "<html" not in done.stdout:
+        pytest.fail(f"chromium exited {done.returncode} on {page}:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def _text(html: str) -> str:
+    """Visible text, roughly: tags dropped, whitespace folded."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+@pytest.mark.parametrize("name", ["index.html", "aaren.html"])
+def test_maths_rendered_offline(name: str) -> None:
+    html = dom(name)
+    assert "_static/mathjax/" in html, "MathJax is not loaded from the bundled copy"
+    assert re.search(r"<script[^>]+src=\"https?://", html) is None, "a script is loaded from the network"
+    count = html.count("<mjx-container")
+    assert count > 0, "no mjx-container elements: MathJax did not typeset the page"
+    assert "<mjx-merror" not in html, "MathJax reported a TeX error"
+
+
+@pytest.mark.parametrize("name", ["index.html", "aaren.html"])
+def test_no_traceback(name: str) -> None:
+    assert TRACEBACK not in _text(dom(name))
+
+
+def test_landing_page_has_live_verification_table() -> None:
+    html = dom("index.html")
+    match = re.search(r'<table[^>]*id="verification-table".*?</table>', html, re.S)
+    assert match, "the live verification table is missing from the landing page"
+    table = match.group(0)
+    missing = [c.id for c in registry.claims() if c.id not in table]
+    assert not missing, f"claims missing from the verification table: {missing}"
+    assert "FAILS" not in table
+    assert table.count("holds") >= len(registry.claims())
+
+
+def test_aaren_chapter_has_mutants_table_and_figures() -> None:
+    html = dom("aaren.html")
+    match = re.search(r'<table[^>]*id="mutants-table".*?</table>', html, re.S)
+    assert match, "the mutants table is missing from the Aaren chapter"
+    table = match.group(0)
+    aaren = [c for c in registry.claims() if c.paper.key == "aaren"]
+    for claim in aaren:
+        for mutant in claim.mutants:
+            assert mutant.name in table, f"mutant {mutant.name} of {claim.id} is not in the table"
+    assert "ACCEPTED" not in table
+    assert table.count("rejected by") == sum(len(c.mutants) for c in aaren)
+    images = re.findall(r'<img[^>]+src="([^"]+\.(?:png|svg))"', html)
+    assert len(images) >= 3, f"expected the error, overflow and benchmark figures, found {images}"
+    for src in images:
+        assert (HTML / src).is_file(), f"image {src} is missing from the build"
+    for literal in ("def stable_cell_step", "def _chunk_scan", "class _PrefixSoftmax", "def _scan_kernel"):
+        assert literal in _text(html), f"literalinclude of {literal!r} is missing"
