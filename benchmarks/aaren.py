@@ -116,6 +116,7 @@ def _inputs(
 
 
 def _describe(s: Tensor, v: Tensor) -> str:
+    """``dtype device B·H N Dv`` of a configuration, for check names."""
     return f"{str(v.dtype).removeprefix('torch.')} {v.device.type} B·H={s.shape[0]} N={s.shape[-1]} Dv={v.shape[-1]}"
 
 
@@ -157,7 +158,7 @@ def _sweep_point(rec: Recorder, sizes: Sizes, n: int) -> None:
     shape = {"n": n, "batch_heads": SWEEP_BH, "dv": DV, "dtype": torch.float32}
     rec.time(lambda: prefix_softmax_attention(s, v), method=FAST, pass_="forward", **shape)
     sg, vg = s.clone().requires_grad_(), v.clone().requires_grad_()
-    grad = torch.randn_like(v)
+    grad = torch.ones_like(v)
     rec.time(
         lambda: torch.autograd.grad(prefix_softmax_attention(sg, vg), (sg, vg), grad),
         method=FAST,

@@ -154,6 +154,8 @@ def softmax_shift(n: int = 4) -> tuple[SymbolicStep, ...]:
     delta = sp.Symbol("delta", real=True)
     total, shifted = sum(sp.exp(x) for x in s), sum(sp.exp(x + delta) for x in s)
     return tuple(
-        SymbolicStep(f"softmax(s + δ)_{i + 1} = softmax(s)_{i + 1}", _zero(sp.exp(x + delta) / shifted - sp.exp(x) / total))
+        SymbolicStep(
+            f"softmax(s + δ)_{i + 1} = softmax(s)_{i + 1}", _zero(sp.exp(x + delta) / shifted - sp.exp(x) / total)
+        )
         for i, x in enumerate(s)
     )

@@ -245,7 +245,9 @@ def blelloch_scan(scores: Tensor, values: Tensor) -> Tensor:
         tree = _replaced(tree, right, combine(_take(tree, left), _take(tree, right)))
         stride *= 2
     # Down-sweep: the root gets e; each node passes its value left and (its value ⊕ left) right.
-    tree = _replaced(tree, slice(size - 1, size), identity((*scores.shape[:-1], 1), values.shape[-1], dtype=values.dtype))
+    tree = _replaced(
+        tree, slice(size - 1, size), identity((*scores.shape[:-1], 1), values.shape[-1], dtype=values.dtype)
+    )
     stride = size // 2
     while stride >= 1:
         left = slice(stride - 1, size, 2 * stride)

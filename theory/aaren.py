@@ -142,7 +142,9 @@ def scan_case(
     shape = (*lead, n)
     s = _scores(g, shape, scores).masked_fill(_mask(g, shape, mask), NEG_INF)
     v = _values(g, shape, dv, values)
-    label = f"N={n} lead={lead} Dv={dv} scores={scores} mask={mask}" + (f" values={values}" if values != "normal" else "")
+    label = f"N={n} lead={lead} Dv={dv} scores={scores} mask={mask}" + (
+        f" values={values}" if values != "normal" else ""
+    )
     return ScanCase(label, s, v)
 
 
@@ -273,7 +275,9 @@ def _scan_against_truth(
                 v2 = v.clone()
                 v2[masked] = (1e3 * torch.randn(v2[masked].shape, generator=g, dtype=F64)).to(dtype).to(device)
                 out2, _ = call_pure(impl.fn, s, v2)
-                ignored.add(scaled_error(_as_tensor(out2, impl.label).cpu(), out.cpu(), row_scale(v.cpu())), tol, case.label)
+                ignored.add(
+                    scaled_error(_as_tensor(out2, impl.label).cpu(), out.cpu(), row_scale(v.cpu())), tol, case.label
+                )
     rec.require(f"{name}: output has the values' shape, dtype and device", meta_ok)
     rec.require(f"{name}: inputs left unchanged", pure)
     rec.record(f"{name}: o_1 = v_1 bit for bit (entries differing)", first_mismatch, 0)
@@ -330,7 +334,11 @@ def check_shift_invariance(rec: Recorder, impls: Sequence[Implementation], ctx: 
         rec.require(f"symbolic: {step.name}", step.holds, f"residual {step.residual}")
         rec.cases += 1
     lengths = (37, 200) + ((1000, 4097) if ctx.thorough else ())
-    grid = [scan_case(n, dv=3, lead=(2, 3), scores="grid", mask=m, seed=ctx.seed + n) for n in lengths for m in ("none", "random")]
+    grid = [
+        scan_case(n, dv=3, lead=(2, 3), scores="grid", mask=m, seed=ctx.seed + n)
+        for n in lengths
+        for m in ("none", "random")
+    ]
     general = [scan_case(n, dv=3, lead=(2,), scores="normal", seed=ctx.seed + 1 + n) for n in lengths]
     general = [ScanCase(c.label.replace("normal", "3*normal"), 3 * c.scores, c.values) for c in general]
     for impl in impls:
@@ -350,11 +358,15 @@ def check_shift_invariance(rec: Recorder, impls: Sequence[Implementation], ctx: 
                         for delta in SHIFTS:
                             out = _as_tensor(invoke(impl.fn, s + delta, v), impl.label)
                             tol = shift_tolerance(dtype, s.shape[-1], delta, max_s)
-                            err.add(scaled_error(out.cpu(), truth, row_scale(v.cpu())), tol, f"{case.label} δ={delta:g}")
+                            err.add(
+                                scaled_error(out.cpu(), truth, row_scale(v.cpu())), tol, f"{case.label} δ={delta:g}"
+                            )
                             if case in grid:
                                 mismatches += bitwise_mismatches(out, base)
                             rec.cases += 1
-                rec.record(f"{name}: bit-identical outputs for grid scores under every δ (entries differing)", mismatches, 0)
+                rec.record(
+                    f"{name}: bit-identical outputs for grid scores under every δ (entries differing)", mismatches, 0
+                )
 
 
 # ---------------------------------------------------------------------------
@@ -385,15 +397,21 @@ def check_rnn_cell(rec: Recorder, impls: Sequence[Implementation], ctx: CheckCon
             with rec.guard(name):
                 _rnn_cases(rec, impl, dtype, device, cases, name)
                 if dtype == F64:
-                    case = scan_case(6, dv=2, lead=(2,), scores="wide", mask="random", seed=ctx.seed + 3)
-                    s, v = (t.to(device).requires_grad_() for t in case.on(F64, device))
+                    _cell_gradcheck(rec, impl, device, name, ctx.seed)
 
-                    def outputs(s: Tensor, v: Tensor) -> Tensor:
-                        m, c, a = _as_triple(invoke(impl.fn, s, v), impl.label)
-                        return a / c.clamp_min(1e-300)[..., None]
 
-                    passed = torch.autograd.gradcheck(outputs, (s, v), raise_exception=False)
-                    rec.require(f"{name}: torch.autograd.gradcheck of o_k = a_k / c_k", passed)
+def _cell_gradcheck(rec: Recorder, impl: Implementation, device: torch.device, name: str, seed: int) -> None:
+    """``torch.autograd.gradcheck`` (float64) of the outputs ``o_k = a_k / c_k``."""
+    case = scan_case(6, dv=2, lead=(2,), scores="wide", mask="random", seed=seed + 3)
+    s, v = (t.requires_grad_() for t in case.on(F64, device))
+
+    def outputs(s: Tensor, v: Tensor) -> Tensor:
+        _, c, a = _as_triple(invoke(impl.fn, s, v), impl.label)
+        return a / c.clamp_min(1e-300)[..., None]
+
+    passed = torch.autograd.gradcheck(outputs, (s, v), raise_exception=False)
+    rec.require(f"{name}: torch.autograd.gradcheck of o_k = a_k / c_k", passed)
+    rec.cases += 1
 
 
 def _rnn_cases(
@@ -505,7 +523,9 @@ def check_monoid(rec: Recorder, impls: Sequence[Implementation], ctx: CheckConte
                 left, right = op(op(x, y), z), op(x, op(y, z))
                 # Condition of the sums: the same bracketing on absolute values, in float64.
                 size = ref.combine(ref.combine(_absolute(x), _absolute(y)), _absolute(z))
-                rec.record(f"{name}: associativity, m bit for bit (entries differing)", bitwise_mismatches(left.m, right.m), 0)
+                rec.record(
+                    f"{name}: associativity, m bit for bit (entries differing)", bitwise_mismatches(left.m, right.m), 0
+                )
                 rec.record(f"{name}: associativity, u", scaled_error(left.u, right.u, size.u), tol)
                 rec.record(f"{name}: associativity, w", scaled_error(left.w, right.w, size.w.clamp_min(1e-300)), tol)
                 xy = op(x, y)
@@ -523,7 +543,9 @@ def check_monoid(rec: Recorder, impls: Sequence[Implementation], ctx: CheckConte
                 rec.record(f"{name}: φ(x ⊕ y) = φ(x) + φ(y), u part", scaled_error(lhs_u, xu + yu, axu + ayu), tol)
                 rec.record(f"{name}: φ(x ⊕ y) = φ(x) + φ(y), w part", scaled_error(lhs_w, xw + yw, axw + ayw), tol)
                 ex, xe, ee = op(e, x), op(x, e), op(e, e)
-                ident = sum(bitwise_mismatches(a, b) for p, q in ((ex, x), (xe, x), (ee, e)) for a, b in zip(p, q, strict=True))
+                ident = sum(
+                    bitwise_mismatches(a, b) for p, q in ((ex, x), (xe, x), (ee, e)) for a, b in zip(p, q, strict=True)
+                )
                 rec.record(f"{name}: e ⊕ x = x ⊕ e = x and e ⊕ e = e bit for bit (entries differing)", ident, 0)
                 rec.cases += 5 * count
 
@@ -638,11 +660,17 @@ def _triton_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
 
 
 def scan_implementations(device: torch.device) -> tuple[Implementation, ...]:
-    ours = [Implementation("fast torch", lambda s, v: fast.prefix_softmax_attention(s, v, backend="torch"), (F64, F32, BF16, F16))]
+    ours = [
+        Implementation(
+            "fast torch", lambda s, v: fast.prefix_softmax_attention(s, v, backend="torch"), (F64, F32, BF16, F16)
+        )
+    ]
     if triton_usable(device):
         ours.append(
             Implementation(
-                "fast triton", lambda s, v: fast.prefix_softmax_attention(s, v, backend="triton"), _triton_dtypes(device)
+                "fast triton",
+                lambda s, v: fast.prefix_softmax_attention(s, v, backend="triton"),
+                _triton_dtypes(device),
             )
         )
     return (

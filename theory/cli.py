@@ -118,7 +118,9 @@ def list_claims() -> None:
         table.add_column(col, overflow="fold")
     for claim in registry.claims():
         subject = f"{claim.subject.name}: {claim.subject.signature}" if claim.subject else "-"
-        table.add_row(claim.id, f"{claim.paper.key} ({claim.paper.arxiv})", claim.kind, subject, str(len(claim.mutants)))
+        table.add_row(
+            claim.id, f"{claim.paper.key} ({claim.paper.arxiv})", claim.kind, subject, str(len(claim.mutants))
+        )
     Console(width=max(120, Console().width)).print(table)
 
 
@@ -148,13 +150,13 @@ def verify(
         fail("--device: cuda requested but torch.cuda.is_available() is False")
     impl = None
     if impl_spec is not None:
+        impl = load_impl(impl_spec)
         subjectless = [c.id for c in claims if c.subject is None]
         if subjectless:
             fail(f"--impl: claim(s) {', '.join(subjectless)} have no subject to replace")
         subjects = {c.subject.name for c in claims if c.subject}
         if len(subjects) > 1:
             fail(f"--impl: the selected claims have different subjects ({', '.join(sorted(subjects))}); narrow --claim")
-        impl = load_impl(impl_spec)
     ctx = registry.CheckContext(
         budget=budget,  # type: ignore[arg-type]
         device=torch.device(device),
@@ -164,8 +166,12 @@ def verify(
     console = Console(stderr=True)
     results: list[tuple[registry.Claim, Evidence]] = []
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task("verifying", total=len(claims))
         for claim in claims:
@@ -192,20 +198,29 @@ def _print_verdicts(results: list[tuple[registry.Claim, Evidence]], impl_spec: s
         table.add_column(col, justify="right" if col in ("metric", "tolerance", "cases", "seconds") else "left")
     for claim, ev in results:
         verdict = "[green]holds[/]" if ev.holds else "[bold red]FAILS[/]"
-        table.add_row(claim.id, claim.kind, verdict, _fmt(ev.metric), _fmt(ev.tolerance), str(ev.cases), f"{ev.seconds:.1f}")
+        table.add_row(
+            claim.id, claim.kind, verdict, _fmt(ev.metric), _fmt(ev.tolerance), str(ev.cases), f"{ev.seconds:.1f}"
+        )
     console.print(table)
     for claim, ev in results:
         for finding in ev.failures():
             note = f" ({finding.note})" if finding.note else ""
-            console.print(f"[red]✗[/] {claim.id}: {finding.name}: {_fmt(finding.metric)} > {_fmt(finding.tolerance)}{note}")
+            console.print(
+                f"[red]✗[/] {claim.id}: {finding.name}: {_fmt(finding.metric)} > {_fmt(finding.tolerance)}{note}"
+            )
     held = sum(ev.holds for _, ev in results)
     console.print(f"{held}/{len(results)} claims hold")
 
 
 @cli.command()
 @click.option("--suite", default="aaren", show_default=True, help="Benchmark suite name.")
-@click.option("--out", "out_dir", default=Path("benchmarks/results"), show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    default=Path("benchmarks/results"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
 @click.option("--quick", is_flag=True, help="Tiny sizes: a smoke run of seconds.")
 def bench(suite: str, out_dir: Path, quick: bool) -> None:
     """Run a benchmark suite (correctness first); write CSV/JSON and a plot."""

@@ -24,7 +24,7 @@ def invoke(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call an implementation under test, marking any exception it raises as its own."""
     try:
         return fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - whatever the code under test raises is evidence
+    except Exception as exc:
         raise ImplementationError(f"{getattr(fn, '__name__', fn)!s} raised {type(exc).__name__}") from exc
 
 

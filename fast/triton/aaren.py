@@ -73,10 +73,7 @@ def _scan_kernel(  # type: ignore[no-untyped-def]
         m_t, u_t, w_t = tl.associative_scan((m_leaf, u_leaf, w), 0, _combine)
         # carry ⊕ (tile prefix)
         m_new, u_new, w_new = _combine(carry_m[None, :], carry_u[None, :], carry_w[None, :], m_t, u_t, w_t)
-        if NORMALIZE:
-            y = tl.where(u_new > 0, w_new / tl.where(u_new > 0, u_new, 1.0), 0.0)
-        else:
-            y = w_new
+        y = tl.where(u_new > 0, w_new / tl.where(u_new > 0, u_new, 1.0), 0.0) if NORMALIZE else w_new
         tl.store(Y_ptr + offs, y.to(Y_ptr.dtype.element_ty), mask=ok[:, None] & col_ok[None, :])
         if dblk == 0:
             # Every column holds the same m and u; the max over columns reads them out.

@@ -9,6 +9,7 @@ bundled copy, that the live tables are present, and that no traceback leaked int
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,12 +18,12 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-
 from attnverify.theory import registry
 
 pytestmark = pytest.mark.book
 
-HTML = Path(__file__).resolve().parents[2] / "book" / "_build" / "html"
+HTML = Path(os.environ.get("ATTNVERIFY_BOOK_HTML") or Path(__file__).resolve().parents[2] / "book" / "_build" / "html")
+"""The built book; ``ATTNVERIFY_BOOK_HTML`` points the tests at a build elsewhere."""
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = (
     "--headless",

@@ -207,7 +207,9 @@ STEP_KEEPS_HISTORY = Mutant(
     lambda d_model, n_heads, dtype: _HistoryAaren(d_model, n_heads, dtype=dtype),
 )
 STEP_INIT_M_ZERO = Mutant(
-    "step_init_m_zero", "init_state with m = 0", lambda d_model, n_heads, dtype: _ZeroInitAaren(d_model, n_heads, dtype=dtype)
+    "step_init_m_zero",
+    "init_state with m = 0",
+    lambda d_model, n_heads, dtype: _ZeroInitAaren(d_model, n_heads, dtype=dtype),
 )
 STEP_EMITS_STALE = Mutant(
     "step_emits_stale",
