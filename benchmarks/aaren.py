@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from attnverify.benchmarks import runner
 from attnverify.benchmarks.runner import Recorder, Suite, tolerance
 from attnverify.fast import Aaren, AarenState, prefix_softmax_attention
 from attnverify.reference.aaren import causal_constant_query_attention, sequential_scan
-from torch import Tensor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

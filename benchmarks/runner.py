@@ -62,6 +62,7 @@ def tolerance(dtype: torch.dtype, n: int) -> float:
 
     float32: ``1e-5``; float64: ``1e-12``; both times ``sqrt(n / 4096)`` above ``n = 4096``.
     float16/bfloat16 accumulate in float32 and round once: ``2u`` plus the float32 tolerance.
+    The policy of ``attnverify.theory.numerics.identity_tolerance``, which benchmarks may not import.
     """
     growth = max(1.0, math.sqrt(n / 4096))
     if dtype == torch.float64:

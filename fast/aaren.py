@@ -14,7 +14,8 @@ Verified against ``attnverify.reference.aaren`` (which this module never imports
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +32,14 @@ from attnverify.fast._dispatch import (
 
 NEG_INF = float("-inf")
 CHUNK = 16
-"""Chunk length ``C`` of the torch path: ``O(N C)`` exponentials, ``O(N C Dv)`` multiply-adds."""
+"""Chunk length ``C`` of the torch path: ``O(N C)`` exponentials, ``O(N C Dv)`` multiply-adds.
+16 was fastest of 16/32/64/128 on a 2-core CPU at (16, 16384, 64) float32 (benchmarks/)."""
+
+
+class ScanFn(Protocol):
+    """An inclusive scan engine: ``(m, w, u, *, reverse, normalize) -> ScanResult`` (see :func:`_scan`)."""
+
+    def __call__(self, m: Tensor, w: Tensor, u: Tensor | None, *, reverse: bool, normalize: bool) -> ScanResult: ...
 
 
 class ScanResult(NamedTuple):
@@ -184,13 +192,16 @@ class _PrefixSoftmax(torch.autograd.Function):
     ``R_i = sum_{k>=i} e^{m_i - m_k} g_k / u_k``, ``D_i = sum_{k>=i} e^{m_i - m_k} (g_k · o_k) / u_k``,
     ``dL/dv_i = e^{s_i - m_i} R_i``, ``dL/ds_i = e^{s_i - m_i} (v_i · R_i - D_i)``.
     ``R`` and ``D`` are one reverse ``⊕``-scan of leaves ``(-m_k, (g_k·o_k)/u_k, g_k/u_k)``.
+
+    ``scan`` runs the scans: :func:`_scan` on one device, or a sequence-parallel scan whose
+    prefixes cross ranks (``attnverify.fast.sequence_parallel``); this backward serves both.
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, s: Tensor, v: Tensor, backend: Backend) -> Tensor:  # type: ignore[override]
-        out = _scan(s, v, None, backend=backend, reverse=False, normalize=True)
+    def forward(ctx: FunctionCtx, s: Tensor, v: Tensor, scan: ScanFn) -> Tensor:  # type: ignore[override]
+        out = scan(s, v, None, reverse=False, normalize=True)
         ctx.save_for_backward(s, v, out.y, out.r, out.u)
-        ctx.backend = backend  # type: ignore[attr-defined]
+        ctx.scan = scan  # type: ignore[attr-defined]
         ctx.input_dtype = v.dtype  # type: ignore[attr-defined]
         return out.y
 
@@ -204,7 +215,7 @@ class _PrefixSoftmax(torch.autograd.Function):
         inv_u = torch.where(live, u, 1.0).reciprocal().masked_fill(~live, 0.0)
         leaf_m = torch.where(live, -m, NEG_INF)
         leaf_u = (grad * o).sum(-1) * inv_u
-        back = _scan(leaf_m, grad * inv_u[..., None], leaf_u, backend=ctx.backend, reverse=True, normalize=False)
+        back = ctx.scan(leaf_m, grad * inv_u[..., None], leaf_u, reverse=True, normalize=False)
         f = _alpha(s, m)  # e^{s_i - m_i}, 0 for masked tokens
         dv = f[..., None] * back.y
         ds = f * ((v * back.y).sum(-1) - back.u)
@@ -214,6 +225,22 @@ class _PrefixSoftmax(torch.autograd.Function):
 # ---------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------
+
+
+def validate_scan_inputs(scores: Tensor, values: Tensor) -> None:
+    """``scores: (..., N)`` and ``values: (..., N, Dv)``, floating, one dtype and device; raise naming the argument."""
+    require_tensor("scores", scores)
+    require_tensor("values", values)
+    require_float("scores", scores)
+    require_float("values", values)
+    require_same(("scores", "values"), scores, values)
+    if scores.dim() < 1:
+        raise ValueError("scores: expected shape (..., N) with at least one dimension, got a 0-d tensor")
+    if values.dim() != scores.dim() + 1 or values.shape[:-1] != scores.shape:
+        raise ValueError(
+            f"values: expected shape {(*scores.shape, 'Dv')} to match scores {tuple(scores.shape)}, "
+            f"got {tuple(values.shape)}"
+        )
 
 
 def prefix_softmax_attention(scores: Tensor, values: Tensor, *, backend: str | None = None) -> Tensor:
@@ -231,28 +258,17 @@ def prefix_softmax_attention(scores: Tensor, values: Tensor, *, backend: str | N
         ``(..., N, Dv)`` in the input dtype.  A prefix whose scores are all ``-inf`` gives 0,
         with zero gradient.  float16/bfloat16 accumulate in float32.
 
-    Algorithm: torch path — chunked two-level scan (chunk 64): ``O(N·64)`` exponentials,
-    ``O(N·64·Dv)`` multiply-adds; Triton — one pass over tiles with ``tl.associative_scan`` and a
-    carried prefix.  Backward: one reverse scan.  Verified against
+    Algorithm: torch path — chunked scan, recursive over chunk totals (chunk ``C`` = 16):
+    ``O(N C)`` exponentials, ``O(N C Dv)`` multiply-adds; Triton — one pass over tiles with
+    ``tl.associative_scan`` and a carried prefix.  Backward: one reverse scan.  Verified against
     ``attnverify.reference.aaren.causal_constant_query_attention`` in float64.
     """
-    require_tensor("scores", scores)
-    require_tensor("values", values)
-    require_float("scores", scores)
-    require_float("values", values)
-    require_same(("scores", "values"), scores, values)
-    if scores.dim() < 1:
-        raise ValueError("scores: expected shape (..., N) with at least one dimension, got a 0-d tensor")
-    if values.dim() != scores.dim() + 1 or values.shape[:-1] != scores.shape:
-        raise ValueError(
-            f"values: expected shape {(*scores.shape, 'Dv')} to match scores {tuple(scores.shape)}, "
-            f"got {tuple(values.shape)}"
-        )
+    validate_scan_inputs(scores, values)
     chosen = select_backend(backend, scores.device)
     *lead, n = scores.shape
     dv = values.shape[-1]
     rows = math.prod(lead)
-    out = _PrefixSoftmax.apply(scores.reshape(rows, n), values.reshape(rows, n, dv), chosen)
+    out = _PrefixSoftmax.apply(scores.reshape(rows, n), values.reshape(rows, n, dv), partial(_scan, backend=chosen))
     return out.reshape(*lead, n, dv)
 
 

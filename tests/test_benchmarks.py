@@ -9,10 +9,11 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+from matplotlib.figure import Figure
+
 from attnverify.benchmarks import SUITES, run_suite
 from attnverify.benchmarks.aaren import load_latest, plot
 from attnverify.benchmarks.runner import ROW_FIELDS
-from matplotlib.figure import Figure
 
 matplotlib.use("Agg")
 

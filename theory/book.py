@@ -19,7 +19,14 @@ _LAUNCHER = "import sys; from jupyter_book.cli.main import main; sys.argv[0] = '
 
 
 def _is_source(folder: Path) -> bool:
-    return (folder / "_config.yml").is_file() and (folder / "_toc.yml").is_file()
+    """Whether ``folder`` is a Jupyter Book source (``_config.yml`` and ``_toc.yml``) titled attnverify."""
+    config = folder / "_config.yml"
+    if not (config.is_file() and (folder / "_toc.yml").is_file()):
+        return False
+    try:
+        return "attnverify" in config.read_text(encoding="utf-8")
+    except OSError:
+        return False
 
 
 def find_source(start: Path | None = None) -> Path | None:
@@ -27,7 +34,7 @@ def find_source(start: Path | None = None) -> Path | None:
 
     Looks in the current directory (or ``start``) and each of its parents, then next to this
     package's own files (an editable install).  A folder counts if it holds ``_config.yml``
-    and ``_toc.yml``.
+    (mentioning attnverify) and ``_toc.yml``.
     """
     here = (start or Path.cwd()).resolve()
     candidates = [here] if here.name == "book" else []

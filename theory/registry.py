@@ -22,7 +22,7 @@ Budget = Literal["default", "thorough"]
 KINDS: tuple[Kind, ...] = ("symbolic", "identity", "approximation", "statistical")
 BUDGETS: tuple[Budget, ...] = ("default", "thorough")
 
-PAPER_MODULES = ("attnverify.theory.aaren",)
+PAPER_MODULES = ("attnverify.theory.aaren", "attnverify.theory.sequence_parallel")
 """Modules that define ``CLAIMS``; a new paper adds its module here."""
 
 

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+
 from attnverify.theory import registry
 
 pytestmark = pytest.mark.book
@@ -34,6 +35,7 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",  # no host resolves: whatever renders, renders offline
     "--virtual-time-budget=8000",
     "--dump-dom",
 )
@@ -76,6 +78,7 @@ def test_maths_rendered_offline(name: str) -> None:
     html = dom(name)
     assert "_static/mathjax/" in html, "MathJax is not loaded from the bundled copy"
     assert re.search(r"<script[^>]+src=\"https?://", html) is None, "a script is loaded from the network"
+    assert re.search(r"<link[^>]+href=\"https?://", html) is None, "a stylesheet or font is loaded from the network"
     count = html.count("<mjx-container")
     assert count > 0, "no mjx-container elements: MathJax did not typeset the page"
     assert "<mjx-merror" not in html, "MathJax reported a TeX error"
