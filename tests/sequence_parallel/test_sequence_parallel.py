@@ -1,0 +1,107 @@
+"""Sequence parallelism on real gloo process groups: results, gradients, traffic, and no hangs.
+
+Gradients are compared as vector-Jacobian products with a random upstream gradient against one
+process; ``gradcheck`` cannot run per rank, since every rank's backward feeds the others' inputs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from attnverify.fast import prefix_softmax_attention
+from attnverify.fast import sequence_parallel as sp
+from attnverify.theory.aaren import scan_case
+from attnverify.theory.numerics import row_scale, scaled_error
+from tests.sequence_parallel import jobs
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("lengths", [[5], [3, 0, 9, 1], [0, 7]])
+def test_both_strategies_match_one_process(lengths: list[int]) -> None:
+    lead = (2, 3)
+    per_rank = sp.run_gloo(len(lengths), jobs.lengths_and_strategies, lengths, lead, timeout_s=60)
+    case = scan_case(sum(lengths), dv=2, lead=lead, scores="wide", mask="leftpad", seed=len(lengths))
+    s, v = case.scores.clone().requires_grad_(), case.values.clone().requires_grad_()
+    out = prefix_softmax_attention(s, v)
+    (out * jobs.upstream(case.values)).sum().backward()
+    for i, strategy in enumerate(sp.STRATEGIES):
+        got = torch.cat([rank[i]["out"] for rank in per_rank], -2)
+        ds = torch.cat([rank[i]["ds"] for rank in per_rank], -1)
+        dv = torch.cat([rank[i]["dv"] for rank in per_rank], -2)
+        assert scaled_error(got, out, row_scale(case.values)) <= 1e-13, strategy
+        assert scaled_error(ds, s.grad, float(case.values.abs().max())) <= 1e-12, strategy
+        assert scaled_error(dv, v.grad, 1.0) <= 1e-12, strategy
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_linear_attention_matches_one_process(normalize: bool) -> None:
+    per_rank = sp.run_gloo(3, jobs.linear_vs_single, [70, 0, 33], normalize, timeout_s=60)
+    local, want = (torch.cat(parts, 2) for parts in zip(*per_rank, strict=True))
+    assert local.shape == (2, 3, 103, 5)
+    assert scaled_error(local, want, want.abs().max()) <= 1e-12
+
+
+def test_chain_traffic_is_independent_of_length_and_ranks() -> None:
+    """A middle rank of the chain sends and receives one summary each way: 3 rows × (4 + 2) × 8 bytes."""
+    summary = 3 * (4 + 2) * 8
+    for world in (3, 4):
+        for n_local in (2, 50):
+            traffic = sp.run_gloo(world, jobs.chain_traffic, n_local, timeout_s=60)
+            assert traffic[0] == (summary, 0) and traffic[-1] == (0, summary)
+            assert all(t == (summary, summary) for t in traffic[1:-1])
+
+
+@pytest.mark.parametrize(
+    ("job", "world", "message"),
+    [
+        (jobs.bad_values_on_rank_1, 3, "rank 1: values: expected shape"),
+        (jobs.wrong_dtype_on_rank_0, 2, "rank 0: scores: expected dtype"),
+        (jobs.mismatched_qkv_on_last_rank, 2, "rank 1: k: expected the shape of q"),
+        (jobs.unknown_strategy, 2, "strategy: expected 'allgather' or 'chain'"),
+    ],
+)
+def test_bad_input_raises_on_every_rank_without_hanging(job, world: int, message: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(RuntimeError) as exc:
+        sp.run_gloo(world, job, timeout_s=60)
+    assert time.monotonic() - start < 40, "an error on one rank must not wait for a collective timeout"
+    text = str(exc.value)
+    assert text.count("Traceback (most recent call last)") == world, text  # every rank raised
+    assert message in text, text
+
+
+def test_mismatch_between_ranks_is_named() -> None:
+    with pytest.raises(RuntimeError, match="Dv: expected every rank to agree"):
+        sp.run_gloo(2, jobs.mismatched_dv, timeout_s=60)
+
+
+def test_a_hung_collective_times_out() -> None:
+    start = time.monotonic()
+    with pytest.raises((RuntimeError, TimeoutError)):
+        sp.run_gloo(2, jobs.hang_on_rank_0, timeout_s=5)
+    assert time.monotonic() - start < 60
+
+
+def test_uninitialized_process_group_is_a_clear_error() -> None:
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(RuntimeError, match=r"torch\.distributed is not initialized"):
+        sp.prefix_softmax_attention(torch.zeros(2, 3), torch.zeros(2, 3, 1))
+    with pytest.raises(RuntimeError, match=r"torch\.distributed is not initialized"):
+        sp.linear_attention(torch.zeros(1, 1, 3, 2), torch.zeros(1, 1, 3, 2), torch.zeros(1, 1, 3, 2))
+
+
+def test_run_gloo_rejects_a_bad_world_size() -> None:
+    with pytest.raises(ValueError, match="world_size: expected a positive int"):
+        sp.run_gloo(0, jobs.chain_traffic, 1)
+
+
+def test_track_traffic_restores_torch_distributed() -> None:
+    original = torch.distributed.all_gather
+    with sp.track_traffic() as outer, sp.track_traffic() as inner:
+        assert torch.distributed.all_gather is not original
+    assert torch.distributed.all_gather is original
+    assert outer.sent == inner.sent == 0
