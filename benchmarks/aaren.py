@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnverify.benchmarks import runner
-from attnverify.benchmarks.runner import Recorder, Suite, tolerance
+from attnverify.benchmarks.runner import Recorder, Suite
 from attnverify.fast import Aaren, AarenState, prefix_softmax_attention
 from attnverify.reference.aaren import causal_constant_query_attention, sequential_scan
+from attnverify.theory.numerics import identity_tolerance
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -129,7 +130,7 @@ def _check_forward(rec: Recorder, s: Tensor, v: Tensor, backend: str | None = No
     reference = causal_constant_query_attention if n <= CHECK_QUADRATIC_MAX_N else sequential_scan
     ref = reference(s.cpu().double(), v.cpu().double())
     name = f"{FAST}[{backend or 'default'}] forward, {_describe(s, v)} vs {reference.__name__} float64"
-    rec.check(name, [out], [ref], tolerance(v.dtype, n))
+    rec.check(name, [out], [ref], identity_tolerance(v.dtype, n))
 
 
 def _check_backward(rec: Recorder, s: Tensor, v: Tensor) -> None:
@@ -142,7 +143,7 @@ def _check_backward(rec: Recorder, s: Tensor, v: Tensor) -> None:
     s64, v64 = s.double().requires_grad_(), v.double().requires_grad_()
     ref = torch.autograd.grad(causal_constant_query_attention(s64, v64), (s64, v64), grad.double())
     name = f"{FAST} backward (ds, dv), {_describe(s, v)} vs autograd of {causal_constant_query_attention.__name__}"
-    rec.check(name, fast, ref, tolerance(v.dtype, n))
+    rec.check(name, fast, ref, identity_tolerance(v.dtype, n))
 
 
 def _fits(batch_heads: int, n: int) -> bool:
@@ -262,7 +263,7 @@ def _check_step(rec: Recorder, model: Aaren, batch: int, tokens: int) -> None:
         y, state = model.step(x[:, t], state)
         ys.append(y)
     name = f"Aaren.step streamed, float32 batch={batch} tokens={tokens} vs {causal_constant_query_attention.__name__}"
-    rec.check(name, [torch.stack(ys, 1)], [_aaren_reference(model, x)], tolerance(torch.float32, tokens))
+    rec.check(name, [torch.stack(ys, 1)], [_aaren_reference(model, x)], identity_tolerance(torch.float32, tokens))
 
 
 def _advance(model: Aaren, state: AarenState, x: Tensor) -> AarenState:

@@ -14,7 +14,6 @@ import datetime as dt
 import importlib.metadata
 import importlib.util
 import json
-import math
 import os
 import platform
 import time
@@ -28,6 +27,8 @@ import torch
 from torch import Tensor
 from torch.utils.benchmark import Timer
 
+from attnverify.theory.numerics import scaled_error
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -36,9 +37,6 @@ ROW_FIELDS = ("method", "pass", "device", "dtype", "batch_heads", "n", "dv", "se
 
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 """Torch threads for CPU timings: every core this process may run on."""
-
-HALF_UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
-"""Unit roundoff ``u`` of the 16-bit float types."""
 
 
 class CorrectnessError(RuntimeError):
@@ -55,30 +53,6 @@ class Suite:
 
     def __call__(self, recorder: Recorder) -> None:
         self.run(recorder)
-
-
-def tolerance(dtype: torch.dtype, n: int) -> float:
-    """Relative tolerance against float64 for a length-``n`` scan in ``dtype`` (DESIGN §4, brief §4).
-
-    float32: ``1e-5``; float64: ``1e-12``; both times ``sqrt(n / 4096)`` above ``n = 4096``.
-    float16/bfloat16 accumulate in float32 and round once: ``2u`` plus the float32 tolerance.
-    The policy of ``attnverify.theory.numerics.identity_tolerance``, which benchmarks may not import.
-    """
-    growth = max(1.0, math.sqrt(n / 4096))
-    if dtype == torch.float64:
-        return 1e-12 * growth
-    return 2 * HALF_UNIT_ROUNDOFF.get(dtype, 0.0) + 1e-5 * growth
-
-
-def relative_error(out: Tensor, ref: Tensor) -> float:
-    """``max |out - ref| / max |ref|`` in float64; ``inf`` on a shape mismatch or any NaN."""
-    if out.shape != ref.shape:
-        return math.inf
-    ref64 = ref.detach().to("cpu", torch.float64)
-    err = (out.detach().to("cpu", torch.float64) - ref64).abs()
-    if err.isnan().any():
-        return math.inf
-    return float(err.max() / ref64.abs().max().clamp_min(1e-300)) if err.numel() else 0.0
 
 
 def measure(fn: Callable[[], object], *, device: str = "cpu", min_run_time: float = 0.5) -> float:
@@ -164,7 +138,10 @@ class Recorder:
 
     def check(self, name: str, outputs: Sequence[Tensor], references: Sequence[Tensor], tol: float) -> None:
         """Record the worst :func:`relative_error` over output/reference pairs; raise if above ``tol``."""
-        error = max(relative_error(o, r) for o, r in zip(outputs, references, strict=True))
+        error = max(
+            scaled_error(o.cpu(), r.cpu(), r.detach().abs().max().clamp_min(1e-300) if r.numel() else 1.0)
+            for o, r in zip(outputs, references, strict=True)
+        )
         passed = error <= tol
         self.correctness.append({"name": name, "max_error": error, "tolerance": tol, "passed": passed})
         if not passed:
