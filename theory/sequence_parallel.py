@@ -8,8 +8,9 @@ truth.  They also count, at the ``torch.distributed`` calls, the bytes every ran
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -50,6 +51,10 @@ class Case:
     lengths: tuple[int, ...]
     inputs: tuple[Tensor, ...]
     grad: Tensor
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the subject for this case (e.g. ``normalize``)."""
+    family: str = ""
+    """Cases of one family differ only in chunk lengths (×1, ×TRAFFIC_SCALE): their traffic must match."""
 
     def chunk(self, rank: int) -> slice:
         start = sum(self.lengths[:rank])
@@ -67,7 +72,6 @@ def rank_job(
     dtypes: Sequence[torch.dtype],
     seq_dims: tuple[int, ...],
     out_seq_dim: int,
-    kwargs: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Run every implementation on this rank's chunk of every case, forward then backward.
 
@@ -88,7 +92,7 @@ def rank_job(
                 ]
                 try:
                     with sp.track_traffic() as forward:
-                        out = fn(*local, None, **kwargs)
+                        out = fn(*local, None, **case.kwargs)
                     record.update(out=out.detach(), forward=(forward.sent, forward.received))
                     if out.requires_grad:
                         with sp.track_traffic() as backward:
@@ -129,11 +133,10 @@ class Spec:
     seq_dims: tuple[int, ...]  # the sequence dimension of each input (and of its gradient)
     out_seq_dim: int
     make_cases: Callable[[tuple[int, ...], int], list[Case]]
-    """Cases for chunk lengths and a seed; the first two differ only in lengths (×1, ×TRAFFIC_SCALE)."""
+    """Cases for chunk lengths and a seed, in families of two (×1 and ×TRAFFIC_SCALE lengths)."""
     truth: Callable[[Case], Truth]
     summary_bytes: Callable[[Case, torch.dtype], int]
     """Bytes of one rank's per-chunk summary; an all-gather moves ``P - 1`` of them per rank."""
-    kwargs: dict[str, Any]
 
 
 def run_spec(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext, spec: Spec) -> None:
@@ -149,7 +152,6 @@ def run_spec(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext, 
             dtypes,
             spec.seq_dims,
             spec.out_seq_dim,
-            spec.kwargs,
             timeout_s=COLLECTIVE_TIMEOUT_S,
         )
         truths = [spec.truth(case) for case in cases]
@@ -199,21 +201,26 @@ def _judge(
 def _judge_traffic(
     rec: Recorder, name: str, spec: Spec, cases: list[Case], records: list[list[dict[str, Any]]], dtype: torch.dtype
 ) -> None:
-    """Bytes per rank do not change when every chunk grows ``TRAFFIC_SCALE``-fold, and the forward sends at
-    most ``P - 1`` chunk summaries (only summaries cross the wire)."""
+    """Per family, bytes per rank do not change when every chunk grows ``TRAFFIC_SCALE``-fold, and the
+    forward sends at most ``P - 1`` chunk summaries (only summaries cross the wire)."""
     world = len(records)
-    moved = [[(r.get("forward"), r.get("backward")) for r in rank[:2]] for rank in records]
-    change = sum(
-        abs(a - b) for rank in moved for x, y in zip(*rank, strict=True) if x and y for a, b in zip(x, y, strict=True)
-    )
+    change = excess = 0
+    families: dict[str, list[int]] = {}
+    for i, case in enumerate(cases):
+        families.setdefault(case.family, []).append(i)
+    for family, (short, long) in families.items():
+        for rank in records:
+            for key in ("forward", "backward"):
+                if key in rank[short] and key in rank[long]:
+                    change += sum(abs(a - b) for a, b in zip(rank[short][key], rank[long][key], strict=True))
+        limit = (world - 1) * spec.summary_bytes(cases[short], dtype)
+        excess += sum(max(0, rank[short]["forward"][0] - limit) for rank in records)
+        rec.notes.setdefault("traffic", {})[f"{name} {family}".strip()] = [
+            {"rank": r, "forward": rank[short]["forward"], "backward": rank[short].get("backward")}
+            for r, rank in enumerate(records)
+        ]
     rec.record(f"{name}: bytes per rank, chunks ×1 vs ×{TRAFFIC_SCALE} (difference)", change, 0)
-    limit = (world - 1) * spec.summary_bytes(cases[0], dtype)
-    excess = sum(max(0, rank[0]["forward"][0] - limit) for rank in records)
-    rec.record(f"{name}: forward bytes sent beyond (P-1) chunk summaries = {limit}", excess, 0)
-    rec.notes.setdefault("traffic", {})[name] = [
-        {"rank": r, "forward": rank[0]["forward"], "backward": rank[0].get("backward")}
-        for r, rank in enumerate(records)
-    ]
+    rec.record(f"{name}: forward bytes sent beyond P-1 chunk summaries", excess, 0)
 
 
 # ---------------------------------------------------------------------------
@@ -247,7 +254,7 @@ def _aaren_summary_bytes(case: Case, dtype: torch.dtype) -> int:
     return scores[..., 0].numel() * (values.shape[-1] + 2) * itemsize
 
 
-AAREN_SPEC = Spec((-1, -2), -2, _aaren_cases, _aaren_truth, _aaren_summary_bytes, {})
+AAREN_SPEC = Spec((-1, -2), -2, _aaren_cases, _aaren_truth, _aaren_summary_bytes)
 
 
 def check_aaren_sequence_parallel(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
@@ -260,9 +267,9 @@ def check_aaren_sequence_parallel(rec: Recorder, impls: Sequence[Implementation]
 # ---------------------------------------------------------------------------
 
 
-def _linear_cases(lengths: tuple[int, ...], seed: int, *, normalize: bool) -> list[Case]:
+def _linear_cases(lengths: tuple[int, ...], seed: int) -> list[Case]:
     cases = []
-    for scale in (1, TRAFFIC_SCALE):
+    for normalize, scale in itertools.product((False, True), (1, TRAFFIC_SCALE)):
         chunks = tuple(scale * n for n in lengths)
         g = torch.Generator().manual_seed(seed + scale)
         shape = (2, 2, sum(chunks))
@@ -272,12 +279,16 @@ def _linear_cases(lengths: tuple[int, ...], seed: int, *, normalize: bool) -> li
             q, k = (torch.randn(*shape, 4, generator=g, dtype=F64) for _ in range(2))
         v = torch.randn(*shape, 3, generator=g, dtype=F64)
         grad = torch.randn(*shape, 3, generator=g, dtype=F64)
-        cases.append(Case(f"chunks {chunks} ×{scale}", chunks, (q, k, v), grad))
+        family = f"normalize={normalize}"
+        cases.append(
+            Case(f"chunks {chunks} ×{scale}, {family}", chunks, (q, k, v), grad, {"normalize": normalize}, family)
+        )
     return cases
 
 
-def _linear_truth(case: Case, *, normalize: bool) -> Truth:
+def _linear_truth(case: Case) -> Truth:
     """Scales: the same map and its gradients on absolute values, which bound every sum term by term."""
+    normalize = case.kwargs["normalize"]
     q, k, v = (x.clone().requires_grad_() for x in case.inputs)
     out = ref_la.quadratic(q, k, v, normalize=normalize)
     grads = torch.autograd.grad((out * case.grad).sum(), (q, k, v))
@@ -288,24 +299,18 @@ def _linear_truth(case: Case, *, normalize: bool) -> Truth:
     return Truth(out.detach(), bound.detach().amax(dim=(-2, -1), keepdim=True), list(grads), per_row)
 
 
-def _linear_summary_bytes(case: Case, dtype: torch.dtype, *, normalize: bool) -> int:
+def _linear_summary_bytes(case: Case, dtype: torch.dtype) -> int:
     q, _, v = case.inputs
     itemsize = 8 if dtype == F64 else 4
-    return q.shape[0] * q.shape[1] * q.shape[3] * (v.shape[-1] + int(normalize)) * itemsize
+    return q.shape[0] * q.shape[1] * q.shape[3] * (v.shape[-1] + int(case.kwargs["normalize"])) * itemsize
+
+
+LINEAR_SPEC = Spec((2, 2, 2), 2, _linear_cases, _linear_truth, _linear_summary_bytes)
 
 
 def check_linear_sequence_parallel(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """Chunks on 2, 3 and 4 gloo ranks reproduce ``((Q K^T) ⊙ Ψ) V`` (and its normalized form)."""
-    for normalize in (False, True):
-        spec = Spec(
-            (2, 2, 2),
-            2,
-            partial(_linear_cases, normalize=normalize),
-            partial(_linear_truth, normalize=normalize),
-            partial(_linear_summary_bytes, normalize=normalize),
-            {"normalize": normalize},
-        )
-        run_spec(rec, impls, ctx, spec)
+    run_spec(rec, impls, ctx, LINEAR_SPEC)
 
 
 # ---------------------------------------------------------------------------
@@ -316,13 +321,14 @@ AAREN_SP = Subject(
     "sequence_parallel_prefix_softmax_attention",
     "fn(scores: (..., N_local), values: (..., N_local, Dv), group) -> (..., N_local, Dv) on every rank",
     lambda device: tuple(
-        Implementation(f"fast {s}", partial(sp.prefix_softmax_attention, strategy=s)) for s in sp.STRATEGIES
+        Implementation(f"fast {s}", partial(sp.prefix_softmax_attention, strategy=s), device="cpu")
+        for s in sp.STRATEGIES
     ),
 )
 LINEAR_SP = Subject(
     "sequence_parallel_linear_attention",
     "fn(q, k: (B, H, T_local, D), v: (B, H, T_local, Dv), group, normalize: bool) -> (B, H, T_local, Dv)",
-    lambda device: (Implementation("fast LASP-2", sp.linear_attention),),
+    lambda device: (Implementation("fast LASP-2", sp.linear_attention, device="cpu"),),
 )
 
 CLAIMS = (
