@@ -134,6 +134,8 @@ class Recorder:
         self.rows: list[dict[str, Any]] = []
         self.targets: list[dict[str, Any]] = []
         self.skipped: list[dict[str, str]] = []
+        self.extra: dict[str, Any] = {}
+        """Suite-specific top-level keys of the JSON document (they may not shadow the standard ones)."""
         self._start = time.perf_counter()
 
     def check(self, name: str, outputs: Sequence[Tensor], references: Sequence[Tensor], tol: float) -> None:
@@ -159,21 +161,52 @@ class Recorder:
         dtype: torch.dtype,
         device: str = "cpu",
         per_call: int = 1,
+        **extra: Any,
     ) -> float:
         """Time ``fn`` with :func:`measure`, record a row, return seconds (per item when ``fn`` does ``per_call``)."""
         seconds = measure(fn, device=device, min_run_time=self.min_run_time) / per_call
-        self.rows.append(
-            {
-                "method": method,
-                "pass": pass_,
-                "device": device,
-                "dtype": str(dtype).removeprefix("torch."),
-                "batch_heads": batch_heads,
-                "n": n,
-                "dv": dv,
-                "seconds": seconds,
-            }
+        return self.record(
+            seconds,
+            method=method,
+            pass_=pass_,
+            n=n,
+            batch_heads=batch_heads,
+            dv=dv,
+            dtype=dtype,
+            device=device,
+            **extra,
         )
+
+    def record(
+        self,
+        seconds: float,
+        *,
+        method: str,
+        pass_: str,
+        n: int,
+        batch_heads: int,
+        dv: int,
+        dtype: torch.dtype,
+        device: str = "cpu",
+        **extra: Any,
+    ) -> float:
+        """Record a row of ``seconds`` measured elsewhere (e.g. inside spawned ranks); return ``seconds``.
+
+        ``extra`` keys (suite-specific columns) follow :data:`ROW_FIELDS` in the row and in the CSV.
+        """
+        row = {
+            "method": method,
+            "pass": pass_,
+            "device": device,
+            "dtype": str(dtype).removeprefix("torch."),
+            "batch_heads": batch_heads,
+            "n": n,
+            "dv": dv,
+            "seconds": seconds,
+        }
+        if clash := row.keys() & extra.keys():
+            raise ValueError(f"extra: {sorted(clash)} are standard row fields")
+        self.rows.append({**row, **extra})
         return seconds
 
     def target(self, name: str, ratio: float, target: float, comparison: str, details: dict[str, Any]) -> None:
@@ -192,7 +225,7 @@ class Recorder:
     def results(self) -> dict[str, Any]:
         """The JSON document of the run."""
         self.environment["load_average_end"] = _load_average()
-        return {
+        results = {
             "suite": self.suite,
             "date": self.date,
             "quick": self.quick,
@@ -204,10 +237,15 @@ class Recorder:
             "targets": self.targets,
             "skipped": self.skipped,
         }
+        if clash := results.keys() & self.extra.keys():
+            raise ValueError(f"extra: {sorted(clash)} are standard keys of the results")
+        return {**results, **self.extra}
 
 
 def write_results(results: dict[str, Any], out_dir: Path, plot: Callable[[dict[str, Any]], Figure] | None) -> Path:
     """Write ``<suite>-<device>-<date>[-quick]`` ``.json``, ``.csv`` (the rows) and ``.png``; return the JSON path.
+
+    The CSV's columns are :data:`ROW_FIELDS`, then any extra row keys in first-seen order (blank where absent).
 
     The plot is skipped (with a warning) when matplotlib is not installed.
     """
@@ -215,8 +253,9 @@ def write_results(results: dict[str, Any], out_dir: Path, plot: Callable[[dict[s
     stem = f"{results['suite']}-{results['device']}-{results['date']}" + ("-quick" if results["quick"] else "")
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
+    extra_fields = dict.fromkeys(k for row in results["rows"] for k in row if k not in ROW_FIELDS)
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=[*ROW_FIELDS, *extra_fields])
         writer.writeheader()
         writer.writerows(results["rows"])
     if plot is not None and importlib.util.find_spec("matplotlib") is None:

@@ -1,10 +1,12 @@
-"""The benchmark runner: a quick ``aaren`` run writes well-formed results that the book can plot."""
+"""The benchmark runner: quick ``aaren`` and ``sequence_parallel`` runs write well-formed results that plot."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from attnverify.benchmarks import SUITES, run_suite
+from attnverify.benchmarks import sequence_parallel as sp_bench
 from attnverify.benchmarks.aaren import load_latest, plot
 from attnverify.benchmarks.runner import ROW_FIELDS
 
@@ -67,3 +70,65 @@ def test_unknown_suite_raises_key_error(tmp_path: Path) -> None:
         run_suite("nope", tmp_path)
     assert "aaren" in SUITES
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def quick_sp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_suite("sequence_parallel", tmp_path_factory.mktemp("bench-sp"), quick=True)
+
+
+def test_quick_sequence_parallel_results(quick_sp_run: Path) -> None:
+    results = json.loads(quick_sp_run.read_text())
+    assert quick_sp_run.name == f"sequence_parallel-cpu-{results['date']}-quick.json"
+    assert {"correctness", "rows", "targets", "skipped", "traffic", "naive_traffic", "notes"} <= results.keys()
+    ranks = set(sp_bench.QUICK.ranks)
+
+    # every configuration checked (and passed) before timing: 3 kinds x (sweep + timed length) per P
+    assert len(results["correctness"]) >= len(sp_bench.KINDS) * len(sp_bench.QUICK.n_locals) * len(ranks)
+    assert all(c["passed"] and c["max_error"] <= c["tolerance"] for c in results["correctness"])
+
+    rows = results["rows"]
+    timed = {(r["method"], r["pass"], r["ranks"]) for r in rows}
+    for kind in sp_bench.KINDS:
+        assert {(kind.name, pass_, p) for pass_ in ("forward", "forward+backward") for p in ranks} <= timed
+    assert {(m, "forward", 1) for m in sp_bench.BASELINE.values()} <= timed
+    for row in rows:
+        assert set(ROW_FIELDS) <= row.keys() and math.isfinite(row["seconds"]) and row["seconds"] > 0
+        assert row["ratio_to_single_process"] > 0 and row["ranks"] * row["n_local"] == row["n"]
+
+    traffic = results["traffic"]
+    assert {(r["P"], r["rank"]) for r in traffic} == {(p, r) for p in ranks for r in range(p)}
+    for record in traffic:
+        moved = [record[f] for f in sp_bench.FIELDS]
+        assert (max(moved) == 0) == (record["P"] == 1)  # one rank moves nothing; two always move something
+    assert results["targets"] and all(
+        t["met"] and t["ratio"] == 0 and t["comparison"] == "<=" for t in results["targets"]
+    )
+
+    with open(quick_sp_run.with_suffix(".csv"), newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and {"ranks", "n_local", "ratio_to_single_process"} <= table[0].keys()
+    figure = sp_bench.plot(results)
+    assert isinstance(figure, Figure) and len(figure.axes) == 2
+    assert all(ax.get_lines() for ax in figure.axes), "a panel has no lines"
+    assert quick_sp_run.with_suffix(".png").stat().st_size > 0
+    assert "sequence_parallel" in SUITES
+
+
+def test_torchrun_entry_point_arguments() -> None:
+    args = sp_bench.parser().parse_args(["--torchrun", "--device", "cpu", "--n-total", "1024", "--reps", "3"])
+    assert (args.device, args.backend, args.n_total, args.linear_n, args.reps) == ("cpu", None, 1024, 16384, 3)
+    with pytest.raises(SystemExit):
+        sp_bench.parser().parse_args([])  # --torchrun is required: the module is only an entry point
+
+
+@pytest.mark.slow
+def test_torchrun_entry_point_on_cpu_gloo() -> None:
+    """The ``torchrun`` path end to end with gloo on CPU (the NCCL/CUDA specifics need GPUs)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", sp_bench.__name__]
+    flags = ["--torchrun", "--device", "cpu", "--n-total", "256", "--linear-n", "128", "--reps", "2"]
+    done = subprocess.run([*command, *flags], capture_output=True, text=True, timeout=300, check=True)
+    document = json.loads(done.stdout)
+    assert document["world_size"] == 2 and document["backend"] == "gloo"
+    assert len(document["correctness"]) == 2 * len(sp_bench.KINDS) and all(c["passed"] for c in document["correctness"])
+    assert {t["rank"] for t in document["timing"]} == {0, 1} and len(document["traffic"]) == 2 * len(sp_bench.KINDS)

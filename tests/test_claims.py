@@ -35,6 +35,7 @@ def test_every_claim_has_mutants_and_a_statement() -> None:
     for claim in CLAIMS:
         assert claim.mutants, f"{claim.id} has no mutant: nothing shows its check can fail"
         assert claim.statement.strip() and claim.kind in registry.KINDS
+        assert not any(ord(ch) < 32 for ch in claim.statement), f"{claim.id}: a lost backslash in the statement?"
         assert claim.id.startswith(claim.paper.key + ".") or "." in claim.id
 
 

@@ -330,9 +330,7 @@ def shift_tolerance(dtype: torch.dtype, n: int, delta: float, max_score: float) 
 
 def check_shift_invariance(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """Outputs for ``s + δ`` equal those for ``s``; bit for bit on the ``2^-8`` grid; finite always."""
-    for step in proofs.softmax_shift() + proofs.reference_point_invariance():
-        rec.require(f"symbolic: {step.name}", step.holds, f"residual {step.residual}")
-        rec.cases += 1
+    rec.symbolic(proofs.softmax_shift() + proofs.reference_point_invariance(), "softmax shift, reference point")
     lengths = (37, 200) + ((1000, 4097) if ctx.thorough else ())
     grid = [
         scan_case(n, dv=3, lead=(2, 3), scores="grid", mask=m, seed=ctx.seed + n)
@@ -386,9 +384,7 @@ def rnn_cases(ctx: CheckContext) -> list[ScanCase]:
 
 def check_rnn_cell(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """The stable cell's output is softmax attention and its state obeys the invariant (brief §2.1)."""
-    for step in proofs.cell_induction():
-        rec.require(f"symbolic: {step.name}", step.holds, f"residual {step.residual}")
-        rec.cases += 1
+    rec.symbolic(proofs.cell_induction(), "induction step of the cell, three cases of the max")
     cases = rnn_cases(ctx)
     for impl in impls:
         device = _device(impl, ctx)
@@ -491,15 +487,7 @@ def _absolute(x: ref.ScanState) -> ref.ScanState:
 
 def check_monoid(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """``⊕`` is associative with identity ``e = (-inf, 0, 0)`` and maps to ``+`` under φ (brief §2.2)."""
-    laws = proofs.monoid_laws()
-    failed = [s.name for s in laws if not s.holds]
-    rec.record(
-        f"symbolic: {len(laws)} steps (associativity in 13 orderings of the maxima, identity, homomorphism)",
-        len(failed),
-        0,
-        "; ".join(failed),
-    )
-    rec.cases += len(laws)
+    rec.symbolic(proofs.monoid_laws(), "associativity in 13 orderings of the maxima, identity, homomorphism")
     count = 4000 if ctx.thorough else 400
     g = torch.Generator().manual_seed(ctx.seed)
     X, Y, Z = (_random_states(g, count, 3, 1e4, 0.2) for _ in range(3))
@@ -583,7 +571,7 @@ def check_streaming(rec: Recorder, impls: Sequence[Implementation], ctx: CheckCo
     d_model, n_heads, batch = 16, 4, 4
     d_head = d_model // n_heads
     length = 200 if ctx.thorough else 33
-    steps = 10_000 if ctx.thorough else 1_000
+    steps = 10_000 if ctx.thorough else 300
     for impl in impls:
         device = _device(impl, ctx)
         for dtype in ctx.dtypes_for(impl):
@@ -630,6 +618,7 @@ def _streaming_structure(
     xs = torch.randn(steps, 2, d_model, generator=g, dtype=F64).to(dtype).to(device)
     state = invoke(layer.init_state, 2)
     sizes, times = [], []
+    expected = 2 * n_heads * (d_head + 2)
     with torch.no_grad():
         for t in range(steps):
             start = time.perf_counter()
@@ -637,16 +626,18 @@ def _streaming_structure(
             times.append(time.perf_counter() - start)
             if t in (0, steps - 1):
                 sizes.append(_numel(state))
-    expected = 2 * n_heads * (d_head + 2)
+            if sizes[0] != expected:  # already wrong after one step: no need to stream the rest
+                sizes.append(_numel(state))
+                break
     rec.record(
         f"{name}: state numel after 1 and after {steps} steps vs B·H·(d_head + 2) = {expected} (difference)",
         abs(sizes[0] - expected) + abs(sizes[1] - expected),
         0,
     )
     rec.cases += 1
-    window = max(1, steps // 10)
+    window = max(1, len(times) // 10)
     early, late = sum(times[1 : window + 1]) / window, sum(times[-window:]) / window
-    rec.notes.setdefault("step time late/early", {})[name] = late / early
+    rec.notes.setdefault("step time late/early", {})[name] = late / early if early else None
 
 
 # ---------------------------------------------------------------------------

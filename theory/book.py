@@ -1,4 +1,7 @@
-"""Build the executed book (DESIGN §6): ``attnverify book`` calls :func:`find_source` and :func:`build`.
+"""Build the executed book (DESIGN §6), and the helpers its pages share.
+
+``attnverify book`` calls :func:`find_source` and :func:`build`; the chapters call the page
+helpers at the end of this module, so every chapter shows claims, proofs and mutants alike.
 
 The book is Jupyter Book 1.x source in ``book/`` of a source checkout.  Every page is executed
 during the build (``execute_notebooks: force`` in ``book/_config.yml``).  Errors are fatal in two
@@ -9,10 +12,18 @@ with ``--warningiserror --keep-going``, so any Sphinx warning (a ``literalinclud
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from attnverify.proofs_checks.aaren import SymbolicStep
+    from attnverify.theory.registry import Claim
 
 _LAUNCHER = "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jupyter-book'; sys.exit(main())"
 """Runs Jupyter Book's CLI in *this* interpreter, so the notebooks' kernel imports this attnverify."""
@@ -80,3 +91,123 @@ def build(source: Path) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return subprocess.run(build_command(source), cwd=source.parent, env=env, check=False).returncode
+
+
+# ---------------------------------------------------------------------------
+# Page helpers: what every chapter shows the same way (claims, symbolic steps, mutants, benchmarks)
+# ---------------------------------------------------------------------------
+
+
+def code(text: object) -> str:
+    """Inline code in Markdown."""
+    return "`" + str(text).replace("`", "'") + "`"
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> Any:
+    """A Markdown table for ``IPython.display`` (MyST renders it, maths included)."""
+    from IPython.display import Markdown
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return Markdown("\n".join(lines))
+
+
+def claim_boxes(claims: Sequence[Claim]) -> list[Any]:
+    """One admonition per claim: id, kind, title, statement, the implementations checked, its mutants.
+
+    Refuses a statement with control characters: one written without a raw string has lost its
+    backslashes to escapes such as ``\\b`` and ``\\t``.
+    """
+    import torch
+    from IPython.display import Markdown
+
+    garbled = [c.id for c in claims if re.search(r"[\x00-\x09\x0b-\x1f\x7f]", c.statement)]
+    if garbled:
+        raise ValueError(f"claim statements with control characters (a lost backslash?): {garbled}")
+    boxes = []
+    for claim in claims:
+        impls = [i.label for i in claim.subject.implementations(torch.device("cpu"))] if claim.subject else []
+        mutants = ", ".join(code(m.name) for m in claim.mutants) or "none"
+        boxes.append(
+            Markdown(
+                f":::{{admonition}} {code(claim.id)} ({claim.kind})\n:class: note\n\n"
+                f"**{claim.title}.**\n\n{claim.statement}\n\n"
+                f"*Checked on:* {', '.join(impls) or 'n/a'} (on this machine's CPU). "
+                f"*Mutants it must reject:* {mutants}.\n:::"
+            )
+        )
+    return boxes
+
+
+def steps_table(steps: Sequence[SymbolicStep], what: str) -> Any:
+    """The sympy steps with their simplified residuals; raises if any step does not hold."""
+    failing = [s.name for s in steps if not s.holds]
+    if failing:
+        raise AssertionError(f"symbolic steps that do not hold: {failing}")
+    return md_table(
+        [what, "residual (lhs − rhs, simplified)", "holds"], [(code(s.name), f"${s.latex()}$", "✓") for s in steps]
+    )
+
+
+def mutants_table(claims: Sequence[Claim]) -> Any:
+    """Run every mutant of ``claims`` and show the first finding that rejects it; raises if one is accepted."""
+    from IPython.display import HTML
+
+    esc = html.escape
+    rows, accepted, count = [], [], 0
+    for claim in claims:
+        rows.append(f'<tr><th colspan="2">claim <code>{esc(claim.id)}</code> ({claim.kind})</th></tr>')
+        for mutant in claim.mutants:
+            count += 1
+            evidence = claim.run_mutant(mutant)
+            failures = evidence.failures()
+            who = f"<code>{esc(mutant.name)}</code><br>{esc(mutant.description)}"
+            if evidence.holds or not failures:
+                accepted.append((claim.id, mutant.name))
+                verdict = "<b>&#x2717; ACCEPTED</b>: the check did not catch this bug"
+            else:
+                first = failures[0]
+                label = re.sub(r"^--impl \[([^\]]+)\]", r"[\1]", first.name)  # the mutant runs as --impl
+                verdict = (
+                    f"&#x2713; rejected by <code>{esc(label)}</code><br>metric {first.metric:.3g} &gt; tolerance "
+                    f"{first.tolerance:.3g}; {len(failures)} of {len(evidence.findings)} findings failed"
+                )
+            rows.append(f'<tr><td style="width: 38%">{who}</td><td>{verdict}</td></tr>')
+    if accepted:
+        raise AssertionError(f"mutants accepted by their claims: {accepted}")
+    return HTML(
+        '<table class="table" id="mutants-table" style="font-size: 0.85em">'
+        "<thead><tr><th>mutant: the bug</th><th>verdict: the first finding that fails</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<p><small>{count} of {count} mutant runs rejected.</small></p>"
+    )
+
+
+def targets_table(results: dict[str, Any]) -> list[Any]:
+    """The benchmark targets of a stored run (and what was skipped), with the run's date and machine."""
+    from IPython.display import Markdown
+
+    def number(x: object) -> str:
+        return f"{x:.3g}" if isinstance(x, int | float) and not isinstance(x, bool) else str(x)
+
+    signs = {"<=": "≤", ">=": "≥"}
+    rows = [
+        (
+            t["name"],
+            number(t["ratio"]),
+            f"{signs.get(t['comparison'], t['comparison'])} {number(t['target'])}",
+            "✓ met" if t["met"] else "✗ not met",
+        )
+        for t in results["targets"]
+    ]
+    rows += [
+        (s["name"], "—", "—", f"not run: {s['reason'].removeprefix('not run: ')}") for s in results.get("skipped", [])
+    ]
+    env = results["environment"]
+    return [
+        md_table(["target", "measured ratio", "target", "verdict"], rows),
+        Markdown(
+            f"Run of {results['date']}{' (quick sizes)' if results['quick'] else ''} on {results['device']}: "
+            f"{env.get('processor', '?')}, torch {env.get('torch', '?')}, {env.get('torch_threads', '?')} threads."
+        ),
+    ]

@@ -114,7 +114,8 @@ def cli() -> None:
 def list_claims() -> None:
     """List every claim: id, paper, kind, subject and mutants."""
     table = Table(title="attnverify claims")
-    for col in ("claim", "paper", "kind", "subject (--impl signature)", "mutants"):
+    table.add_column("claim", no_wrap=True)
+    for col in ("paper", "kind", "subject (--impl signature)", "mutants"):
         table.add_column(col, overflow="fold")
     for claim in registry.claims():
         subject = f"{claim.subject.name}: {claim.subject.signature}" if claim.subject else "-"
@@ -194,7 +195,8 @@ def _print_verdicts(results: list[tuple[registry.Claim, Evidence]], impl_spec: s
     console = Console(width=max(120, Console().width))
     title = "verification" + (f" of {impl_spec}" if impl_spec else "")
     table = Table(title=title)
-    for col in ("claim", "kind", "verdict", "metric", "tolerance", "cases", "seconds"):
+    table.add_column("claim", no_wrap=True)
+    for col in ("kind", "verdict", "metric", "tolerance", "cases", "seconds"):
         table.add_column(col, justify="right" if col in ("metric", "tolerance", "cases", "seconds") else "left")
     for claim, ev in results:
         verdict = "[green]holds[/]" if ev.holds else "[bold red]FAILS[/]"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -102,6 +102,14 @@ class Recorder:
     def require(self, name: str, condition: bool, note: str = "") -> bool:
         """A yes/no finding: metric 0 when ``condition`` holds, 1 otherwise, tolerance 0."""
         return self.record(name, 0.0 if condition else 1.0, 0.0, note)
+
+    def symbolic(self, steps: Sequence[Any], what: str) -> bool:
+        """One finding for a list of sympy steps (objects with ``name`` and ``holds``): how many fail."""
+        failed = [s.name for s in steps if not s.holds]
+        self.cases += len(steps)
+        return self.record(
+            f"symbolic: {len(steps)} steps ({what}) that do not simplify to 0", len(failed), 0, "; ".join(failed)
+        )
 
     @contextmanager
     def worst(self, name: str, note: str = "") -> Iterator[Worst]:

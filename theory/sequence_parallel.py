@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from attnverify.fast import sequence_parallel as sp
+from attnverify.proofs_checks import sequence_parallel as proofs
 from attnverify.reference import aaren as ref
 from attnverify.reference import linear_attention as ref_la
 from attnverify.theory.aaren import AAREN, dtype_name, scan_case
@@ -259,6 +260,7 @@ AAREN_SPEC = Spec((-1, -2), -2, _aaren_cases, _aaren_truth, _aaren_summary_bytes
 
 def check_aaren_sequence_parallel(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """Chunks on 2, 3 and 4 gloo ranks reproduce the single-process scan, forward and backward."""
+    rec.symbolic(proofs.scan_split_identity(), "total of the first chunk ⊕ local scan of the second")
     run_spec(rec, impls, ctx, AAREN_SPEC)
 
 
@@ -310,6 +312,7 @@ LINEAR_SPEC = Spec((2, 2, 2), 2, _linear_cases, _linear_truth, _linear_summary_b
 
 def check_linear_sequence_parallel(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """Chunks on 2, 3 and 4 gloo ranks reproduce ``((Q K^T) ⊙ Ψ) V`` (and its normalized form)."""
+    rec.symbolic(proofs.lasp2_identity(), "LASP-2 chunk identity, 4 tokens in 2 chunks")
     run_spec(rec, impls, ctx, LINEAR_SPEC)
 
 
@@ -338,8 +341,8 @@ CLAIMS = (
         kind="identity",
         title="Aaren's scan split across processes equals the single-process scan",
         statement=(
-            r"With contiguous chunks on ranks $1..P$ and chunk totals $T_p=igoplus_{i\in p}(s_i,1,v_i)$, "
-            r"position $j$ of chunk $p$ is $igl(T_1\oplus\dots\oplus T_{p-1}igr)\oplus\mathrm{LocalScan}_p(j)$: "
+            r"With contiguous chunks on ranks $1..P$ and chunk totals $T_p=\bigoplus_{i\in p}(s_i,1,v_i)$, "
+            r"position $j$ of chunk $p$ is $\bigl(T_1\oplus\dots\oplus T_{p-1}\bigr)\oplus\mathrm{LocalScan}_p(j)$: "
             r"each rank needs only $D_v+2$ numbers per row from each other rank, whatever the chunk lengths "
             r"(our derivation from associativity; LASP-2 and ZeCO state the pattern for linear attention)."
         ),
@@ -353,9 +356,9 @@ CLAIMS = (
         kind="identity",
         title="Causal linear attention split across processes (LASP-2) equals the single-process result",
         statement=(
-            r"With $M_p=K_p^	op V_p$, chunk $t$ of causal linear attention is "
-            r"$O_t=[(Q_tK_t^	op)\odot\Psi]V_t+Q_t\sum_{s<t}M_s$ (and the normalizer likewise with key sums): "
-            r"one all-gather of $d_k	imes D_v$ states per rank, an exclusive prefix over the ranks."
+            r"With $M_p=K_p^\top V_p$, chunk $t$ of causal linear attention is "
+            r"$O_t=[(Q_tK_t^\top)\odot\Psi]V_t+Q_t\sum_{s<t}M_s$ (and the normalizer likewise with key sums): "
+            r"one all-gather of $d_k\times D_v$ states per rank, an exclusive prefix over the ranks."
         ),
         check=check_linear_sequence_parallel,
         subject=LINEAR_SP,
