@@ -84,6 +84,12 @@ def combine(x: tuple[Tensor, Tensor, Tensor], y: tuple[Tensor, Tensor, Tensor]) 
     return AarenState(m, a_x * x[1] + a_y * y[1], a_x[..., None] * x[2] + a_y[..., None] * y[2])
 
 
+def readout(u: Tensor, w: Tensor) -> Tensor:
+    """``w / u``, and 0 where ``u = 0`` (an empty, all-masked prefix); ``u: (...)``, ``w: (..., D)``."""
+    empty = u == 0
+    return (w / torch.where(empty, 1.0, u)[..., None]).masked_fill(empty[..., None], 0.0)
+
+
 # ---------------------------------------------------------------------------
 # Torch engine: chunked two-level (recursive) scan
 # ---------------------------------------------------------------------------
@@ -380,6 +386,4 @@ class Aaren(nn.Module):
             s = s.masked_fill(~mask_t[:, None], NEG_INF)
         live = s != NEG_INF
         new = combine(state, (s, live.to(acc), v * live[..., None]))
-        empty = new.u == 0
-        y = new.w / torch.where(empty, 1.0, new.u)[..., None]
-        return y.masked_fill(empty[..., None], 0.0).flatten(-2).to(x_t.dtype), new
+        return readout(new.u, new.w).flatten(-2).to(x_t.dtype), new

@@ -41,7 +41,15 @@ import torch.multiprocessing as mp
 from torch import Tensor
 
 from attnverify.fast._dispatch import Backend, accumulation_dtype, select_backend
-from attnverify.fast.aaren import NEG_INF, ScanResult, _alpha, _PrefixSoftmax, _scan, combine, validate_scan_inputs
+from attnverify.fast.aaren import (
+    NEG_INF,
+    ScanResult,
+    _PrefixSoftmax,
+    _scan,
+    combine,
+    readout,
+    validate_scan_inputs,
+)
 from attnverify.fast.linear_attention import causal_linear_attention, validate_qkv
 
 Strategy = Literal["allgather", "chain"]
@@ -163,7 +171,7 @@ def _resolve_group(group: Any) -> _Group:
     return _Group(group, dist.get_rank(group), dist.get_world_size(group))
 
 
-def _handshake(g: _Group, description: dict[str, Any], local_error: str | None) -> list[dict[str, Any]]:
+def _handshake(g: _Group, description: dict[str, Any], local_error: str | None) -> None:
     """Exchange a small description of every rank's inputs; raise the same error on every rank.
 
     Every rank takes part even when its own input is invalid, so a bad input never leaves the
@@ -183,7 +191,6 @@ def _handshake(g: _Group, description: dict[str, Any], local_error: str | None) 
                 f"{key}: expected every rank to agree (only the sequence length may differ), got "
                 + ", ".join(f"rank {r}: {v}" for r, v in values.items())
             )
-    return gathered
 
 
 # ---------------------------------------------------------------------------
@@ -264,15 +271,9 @@ def _sequence_parallel_scan(
     else:
         total = _packed_identity(R, w.shape[-1], local.r)
     p_m, p_u, p_w = _unpack(_exclusive_prefix(g, total, strategy, reverse))
-    # prefix ⊕ local_j at every position j
-    r = torch.maximum(p_m[:, None], local.r)
-    a_p, a_l = _alpha(p_m[:, None], r), _alpha(local.r, r)
-    U = a_p * p_u[:, None] + a_l * local.u
-    W = a_p[..., None] * p_w[:, None, :] + a_l[..., None] * local.y
-    if normalize:
-        empty = U == 0
-        W = (W / torch.where(empty, 1.0, U)[..., None]).masked_fill(empty[..., None], 0.0).to(w.dtype)
-    return ScanResult(W, r, U)
+    folded = combine((p_m[:, None], p_u[:, None], p_w[:, None, :]), (local.r, local.u, local.y))  # prefix ⊕ local_j
+    y = readout(folded.u, folded.w).to(w.dtype) if normalize else folded.w
+    return ScanResult(y, folded.m, folded.u)
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnverify.fast.aaren import Aaren, AarenState
+from attnverify.fast.aaren import Aaren, AarenState, readout
 from attnverify.reference import aaren as ref
 from attnverify.theory.registry import Mutant
 
@@ -196,9 +196,7 @@ class _StaleAaren(Aaren):
 
     def step(self, x_t: Tensor, state: AarenState, mask_t: Tensor | None = None) -> tuple[Tensor, AarenState]:  # type: ignore[override]
         _, new = super().step(x_t, state, mask_t)
-        empty = state.u == 0
-        y = (state.w / torch.where(empty, 1.0, state.u)[..., None]).masked_fill(empty[..., None], 0.0)
-        return y.flatten(-2).to(x_t.dtype), new
+        return readout(state.u, state.w).flatten(-2).to(x_t.dtype), new
 
 
 STEP_KEEPS_HISTORY = Mutant(
