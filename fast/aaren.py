@@ -36,6 +36,10 @@ CHUNK = 16
 16 was fastest of 16/32/64/128 on a 2-core CPU at (16, 16384, 64) float32 (benchmarks/)."""
 
 
+State = tuple[Tensor, Tensor, Tensor]
+"""A scan state ``(m, u, w)``: ``m, u: (R,)``, ``w: (R, D)``."""
+
+
 class ScanFn(Protocol):
     """An inclusive scan engine: ``(m, w, u, *, reverse, normalize) -> ScanResult`` (see :func:`_scan`)."""
 
@@ -130,8 +134,17 @@ def _chunk_scan(
     return ScanResult(y.view(R, K * C, D), r.reshape(R, K * C), U.reshape(R, K * C))
 
 
-def _torch_scan(m: Tensor, w: Tensor, u: Tensor, normalize: bool) -> ScanResult:
-    """Inclusive ``⊕``-scan of leaves ``(m_i, u_i, w_i)`` along dim 1 (chunk ``C`` = :data:`CHUNK`).
+def totals(m: Tensor, w: Tensor, u: Tensor) -> AarenState:
+    """``⊕`` of all leaves along the last axis of ``m, u: (..., C)``, ``w: (..., C, D)``, in one pass:
+    ``(M, sum e^{m_i - M} u_i, sum e^{m_i - M} w_i)`` with ``M = max m_i`` (``e`` when all are ``-inf``)."""
+    M = m.amax(-1)
+    e = _alpha(m, M[..., None])
+    return AarenState(M, (e * u).sum(-1), (e[..., None, :] @ w).squeeze(-2))
+
+
+def _torch_scan(m: Tensor, w: Tensor, u: Tensor, normalize: bool, initial: State | None = None) -> ScanResult:
+    """Inclusive ``⊕``-scan of leaves ``(m_i, u_i, w_i)`` along dim 1 (chunk ``C`` = :data:`CHUNK`),
+    starting from ``initial`` (``(R,)``, ``(R,)``, ``(R, D)``; the identity when ``None``).
 
     Two levels, recursively: per-chunk totals, the exclusive scan of the totals (this
     function again, on ``N / C`` leaves), then the within-chunk matrix form folded onto the
@@ -140,7 +153,8 @@ def _torch_scan(m: Tensor, w: Tensor, u: Tensor, normalize: bool) -> ScanResult:
     R, N = m.shape
     D = w.shape[-1]
     if N <= CHUNK:
-        return _chunk_scan(m[:, None], w[:, None], u[:, None], None, normalize)
+        carry = None if initial is None else (initial[0][:, None], initial[1][:, None], initial[2][:, None])
+        return _chunk_scan(m[:, None], w[:, None], u[:, None], carry, normalize)
     K = -(-N // CHUNK)
     pad = K * CHUNK - N
     if pad:
@@ -150,22 +164,30 @@ def _torch_scan(m: Tensor, w: Tensor, u: Tensor, normalize: bool) -> ScanResult:
     mc = m.view(R, K, CHUNK)
     uc = u.view(R, K, CHUNK)
     wc = w.view(R, K, CHUNK, D)
-    # Chunk totals T_c = (M_c, sum e^{m_i - M_c} u_i, sum e^{m_i - M_c} w_i).
-    M = mc.amax(-1)
-    e = _alpha(mc, M[..., None])
-    tot_u = (e * uc).sum(-1)
-    tot_w = (e[..., None, :] @ wc).squeeze(-2)
-    # Exclusive prefix of the totals: shift the inclusive scan right by one, identity first.
-    inc = _torch_scan(M, tot_w, tot_u, normalize=False)
-    carry_m = torch.nn.functional.pad(inc.r[:, :-1], (1, 0), value=NEG_INF)
-    carry_u = torch.nn.functional.pad(inc.u[:, :-1], (1, 0))
-    carry_w = torch.nn.functional.pad(inc.y[:, :-1], (0, 0, 1, 0))
+    M, tot_u, tot_w = totals(mc, wc, uc)  # T_c, one per chunk
+    # Carries: the exclusive prefix of the totals (the inclusive scan shifted right, ``initial`` first).
+    inc = _torch_scan(M, tot_w, tot_u, normalize=False, initial=initial)
+    if initial is None:
+        initial = (torch.full_like(M[:, 0], NEG_INF), torch.zeros_like(M[:, 0]), torch.zeros_like(tot_w[:, 0]))
+    carry_m = torch.cat([initial[0][:, None], inc.r[:, :-1]], 1)
+    carry_u = torch.cat([initial[1][:, None], inc.u[:, :-1]], 1)
+    carry_w = torch.cat([initial[2][:, None], inc.y[:, :-1]], 1)
     out = _chunk_scan(mc, wc, uc, (carry_m, carry_u, carry_w), normalize)
     return ScanResult(out.y[:, :N], out.r[:, :N], out.u[:, :N])
 
 
-def _scan(m: Tensor, w: Tensor, u: Tensor | None, *, backend: Backend, reverse: bool, normalize: bool) -> ScanResult:
-    """Inclusive scan of leaves ``(m_i, u_i, w_i)`` (``u_i = [m_i > -inf]`` when ``u`` is None) along dim 1.
+def _scan(
+    m: Tensor,
+    w: Tensor,
+    u: Tensor | None,
+    *,
+    backend: Backend,
+    reverse: bool,
+    normalize: bool,
+    initial: State | None = None,
+) -> ScanResult:
+    """Inclusive scan of leaves ``(m_i, u_i, w_i)`` (``u_i = [m_i > -inf]`` when ``u`` is None) along dim 1,
+    from ``initial`` (the identity when ``None``; in the accumulation dtype).
 
     ``reverse=True`` scans from the end (position ``i`` sums over ``k >= i``).  Accumulates in
     float32 (float64 for float64 input); ``y`` comes back in the dtype of ``w`` when ``normalize``.
@@ -173,17 +195,22 @@ def _scan(m: Tensor, w: Tensor, u: Tensor | None, *, backend: Backend, reverse: 
     if backend == "triton":
         from attnverify.fast.triton.aaren import triton_scan
 
-        return ScanResult(*triton_scan(m, w, u, reverse=reverse, normalize=normalize))
-    acc = accumulation_dtype(w.dtype)
+        return ScanResult(*triton_scan(m, w, u, reverse=reverse, normalize=normalize, initial=initial))
     out_dtype = w.dtype
-    m, w = m.to(acc), w.to(acc)
-    u = (m != NEG_INF).to(acc) if u is None else u.to(acc)
+    m, w, u = _leaves(m, w, u)
     if reverse:
         m, w, u = m.flip(1), w.flip(1), u.flip(1)
-    out = _torch_scan(m, w, u, normalize) if m.shape[1] else ScanResult(w.clone(), m.clone(), u.clone())
+    out = _torch_scan(m, w, u, normalize, initial) if m.shape[1] else ScanResult(w.clone(), m.clone(), u.clone())
     if reverse:
         out = ScanResult(out.y.flip(1), out.r.flip(1), out.u.flip(1))
     return out._replace(y=out.y.to(out_dtype)) if normalize else out
+
+
+def _leaves(m: Tensor, w: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Leaves in the accumulation dtype, with ``u_i = [m_i > -inf]`` when ``u`` is None."""
+    acc = accumulation_dtype(w.dtype)
+    m, w = m.to(acc), w.to(acc)
+    return m, w, (m != NEG_INF).to(acc) if u is None else u.to(acc)
 
 
 # ---------------------------------------------------------------------------

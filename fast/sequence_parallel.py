@@ -44,10 +44,11 @@ from attnverify.fast._dispatch import Backend, accumulation_dtype, select_backen
 from attnverify.fast.aaren import (
     NEG_INF,
     ScanResult,
+    _leaves,
     _PrefixSoftmax,
     _scan,
     combine,
-    readout,
+    totals,
     validate_scan_inputs,
 )
 from attnverify.fast.linear_attention import causal_linear_attention, validate_qkv
@@ -262,18 +263,16 @@ def _sequence_parallel_scan(
     strategy: Strategy,
     backend: Backend,
 ) -> ScanResult:
-    """The local chunk's scan folded onto the prefix of the other chunks (a :class:`ScanFn`)."""
-    local = _scan(m, w, u, backend=backend, reverse=reverse, normalize=False)
-    R, N = local.r.shape
-    if N:
-        end = 0 if reverse else N - 1
-        total = _pack((local.r[:, end], local.u[:, end], local.y[:, end]))
-    else:
-        total = _packed_identity(R, w.shape[-1], local.r)
-    p_m, p_u, p_w = _unpack(_exclusive_prefix(g, total, strategy, reverse))
-    folded = combine((p_m[:, None], p_u[:, None], p_w[:, None, :]), (local.r, local.u, local.y))  # prefix ⊕ local_j
-    y = readout(folded.u, folded.w).to(w.dtype) if normalize else folded.w
-    return ScanResult(y, folded.m, folded.u)
+    """This chunk's scan started from the prefix of the other chunks (a :class:`ScanFn`).
+
+    Two passes over the chunk: its total (one reduction), exchanged for the exclusive prefix of the
+    other ranks' totals, then the local scan with that prefix as its initial carry.
+    """
+    leaves = _leaves(m, w, u)
+    rows = leaves[0].shape[0]
+    total = _pack(totals(*leaves)) if m.shape[1] else _packed_identity(rows, w.shape[-1], leaves[0])
+    prefix = _unpack(_exclusive_prefix(g, total, strategy, reverse))
+    return _scan(m, w, u, backend=backend, reverse=reverse, normalize=normalize, initial=prefix)
 
 
 # ---------------------------------------------------------------------------

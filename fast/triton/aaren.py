@@ -38,6 +38,9 @@ def _scan_kernel(  # type: ignore[no-untyped-def]
     Y_ptr,  # (R, N, D) out: w/u when NORMALIZE, else w
     RO_ptr,  # (R, N) out: running max r
     UO_ptr,  # (R, N) out: u
+    IM_ptr,  # (R,) initial carry m; read only when HAS_INIT
+    IU_ptr,  # (R,) initial carry u
+    IW_ptr,  # (R, D) initial carry w
     N,
     D,
     BLOCK_N: tl.constexpr,
@@ -45,6 +48,7 @@ def _scan_kernel(  # type: ignore[no-untyped-def]
     REVERSE: tl.constexpr,
     NORMALIZE: tl.constexpr,
     HAS_LU: tl.constexpr,
+    HAS_INIT: tl.constexpr,
     IS_F64: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -53,10 +57,15 @@ def _scan_kernel(  # type: ignore[no-untyped-def]
     cols = dblk * BLOCK_D + tl.arange(0, BLOCK_D)
     col_ok = cols < D
     rows_in_tile = tl.arange(0, BLOCK_N)
-    # Carried prefix (the identity e = (-inf, 0, 0) before the first tile), broadcast over columns.
-    carry_m = tl.full((BLOCK_D,), float("-inf"), acc)
-    carry_u = tl.zeros((BLOCK_D,), acc)
-    carry_w = tl.zeros((BLOCK_D,), acc)
+    # Carried prefix, broadcast over columns: the initial state, or the identity e = (-inf, 0, 0).
+    if HAS_INIT:
+        carry_m = tl.zeros((BLOCK_D,), acc) + tl.load(IM_ptr + row).to(acc)
+        carry_u = tl.zeros((BLOCK_D,), acc) + tl.load(IU_ptr + row).to(acc)
+        carry_w = tl.load(IW_ptr + row * D + cols, mask=col_ok, other=0.0).to(acc)
+    else:
+        carry_m = tl.full((BLOCK_D,), float("-inf"), acc)
+        carry_u = tl.zeros((BLOCK_D,), acc)
+        carry_w = tl.zeros((BLOCK_D,), acc)
     for start in range(0, N, BLOCK_N):
         n = start + rows_in_tile
         ok = n < N
@@ -87,18 +96,26 @@ def _scan_kernel(  # type: ignore[no-untyped-def]
 
 
 def triton_scan(
-    m: Tensor, w: Tensor, u: Tensor | None, *, reverse: bool, normalize: bool
+    m: Tensor,
+    w: Tensor,
+    u: Tensor | None,
+    *,
+    reverse: bool,
+    normalize: bool,
+    initial: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Inclusive ``⊕``-scan along dim 1 of leaves ``m: (R, N)``, ``w: (R, N, D)``, ``u: (R, N)``.
 
-    ``u=None`` means ``u_i = [m_i > -inf]``.  Returns ``(y, r, u)``: ``y`` is ``w/u`` in the dtype of
-    ``w`` when ``normalize``, else the prefix sums ``w`` in the accumulation dtype.
+    ``u=None`` means ``u_i = [m_i > -inf]``; ``initial`` (``(R,)``, ``(R,)``, ``(R, D)``) is the state
+    before the first leaf (the identity when ``None``).  Returns ``(y, r, u)``: ``y`` is ``w/u`` in
+    the dtype of ``w`` when ``normalize``, else the prefix sums ``w`` in the accumulation dtype.
     """
     R, N = m.shape
     D = w.shape[-1]
     acc = torch.float64 if w.dtype == torch.float64 else torch.float32
     m, w = m.contiguous(), w.contiguous()
     lu = u.contiguous() if u is not None else m
+    init = tuple(t.to(acc).contiguous() for t in initial) if initial is not None else (m, m, m)
     y = torch.empty((R, N, D), dtype=w.dtype if normalize else acc, device=w.device)
     r = torch.empty((R, N), dtype=acc, device=w.device)
     u_out = torch.empty((R, N), dtype=acc, device=w.device)
@@ -114,6 +131,7 @@ def triton_scan(
         y,
         r,
         u_out,
+        *init,
         N,
         D,
         BLOCK_N=block_n,
@@ -121,6 +139,7 @@ def triton_scan(
         REVERSE=reverse,
         NORMALIZE=normalize,
         HAS_LU=u is not None,
+        HAS_INIT=initial is not None,
         IS_F64=acc == torch.float64,
     )
     return y, r, u_out

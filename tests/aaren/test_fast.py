@@ -180,3 +180,16 @@ def test_combine_identity_and_guard() -> None:
         assert all(torch.equal(p, q) for p, q in zip(out, x, strict=True))
     ee = fast.combine(e, e)
     assert ee.m.item() == NEG_INF and ee.u.item() == 0 and (ee.w == 0).all()
+
+
+@given(case=scan_cases(max_n=140), data=st.data())
+def test_initial_state_continues_a_scan(case, data) -> None:
+    """Scanning the tail from the total of the head gives the tail of the full scan (the sequence-parallel step)."""
+    s, v = case.scores, case.values
+    rows, n, dv = s[..., 0].numel(), s.shape[-1], v.shape[-1]
+    split = data.draw(st.integers(0, n))
+    m, w = s.reshape(rows, n), v.reshape(rows, n, dv)
+    head = fast.totals(*fast._leaves(m[:, :split], w[:, :split], None)) if split else None
+    tail = fast._scan(m[:, split:], w[:, split:], None, backend="torch", reverse=False, normalize=True, initial=head)
+    full = ref.causal_constant_query_attention(s, v).reshape(rows, n, dv)[:, split:]
+    assert scaled_error(tail.y, full, row_scale(v.reshape(rows, n, dv))) <= 1e-12

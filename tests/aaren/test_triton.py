@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attnverify.fast import aaren as fast
 from attnverify.fast import prefix_softmax_attention
 from attnverify.reference import aaren as ref
 from attnverify.theory import registry
@@ -82,6 +83,26 @@ def test_fully_masked_rows_give_zero(nan_scratch) -> None:
     out = triton_path(s, v)
     assert (out[0] == 0).all() and (out[1, :40] == 0).all()
     assert torch.allclose(out[1, 40:].cpu(), ref.causal_constant_query_attention(s[1, 40:].cpu(), v[1, 40:].cpu()))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_initial_state_matches_the_torch_engine(reverse: bool, nan_scratch) -> None:
+    case = scan_case(75, dv=5, lead=(3,), scores="wide", mask="leftpad", seed=9)
+    m, w = case.scores, case.values
+    initial = fast.totals(*fast._leaves(m[:, :20], w[:, :20], None))
+    out = [
+        fast._scan(
+            m[:, 20:].to(DEVICE),
+            w[:, 20:].to(DEVICE),
+            None,
+            backend=b,
+            reverse=reverse,
+            normalize=True,
+            initial=tuple(t.to(DEVICE) for t in initial),
+        ).y.cpu()
+        for b in ("triton", "torch")
+    ]
+    assert scaled_error(out[0], out[1], row_scale(w)) <= 1e-13
 
 
 def test_registry_adds_triton_to_the_scan_subject() -> None:
