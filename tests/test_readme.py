@@ -24,3 +24,10 @@ def test_ci_runs_the_readme_commands() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_command test" in ci and "readme_command verify" in ci
     assert "attnverify book" in ci and "-m book" in ci
+
+
+def test_book_landing_page_gives_the_same_commands() -> None:
+    head = "\n".join((ROOT / "README.md").read_text().splitlines()[:FIRST_SCREEN])
+    intro = (ROOT / "book" / "intro.md").read_text()
+    for command in re.findall(r"```bash\n(.*?)```", head, flags=re.S):
+        assert command.strip() in intro
