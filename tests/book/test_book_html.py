@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from attnverify.theory import registry
+from attnverify.theory import aaren, registry, sequence_parallel
 
 pytestmark = pytest.mark.book
 
@@ -73,7 +73,12 @@ def _text(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
 
-@pytest.mark.parametrize("name", ["index.html", "aaren.html"])
+PAGES = ["index.html", "aaren.html", "sequence_parallel.html"]
+CHAPTERS = {"aaren.html": aaren.CLAIMS, "sequence_parallel.html": sequence_parallel.CLAIMS}
+"""Each chapter and the claims (a ``theory`` module's ``CLAIMS``) whose mutants it must show."""
+
+
+@pytest.mark.parametrize("name", PAGES)
 def test_maths_rendered_offline(name: str) -> None:
     html = dom(name)
     assert "_static/mathjax/" in html, "MathJax is not loaded from the bundled copy"
@@ -84,7 +89,7 @@ def test_maths_rendered_offline(name: str) -> None:
     assert "<mjx-merror" not in html, "MathJax reported a TeX error"
 
 
-@pytest.mark.parametrize("name", ["index.html", "aaren.html"])
+@pytest.mark.parametrize("name", PAGES)
 def test_no_traceback(name: str) -> None:
     assert TRACEBACK not in _text(dom(name))
 
@@ -100,22 +105,43 @@ def test_landing_page_has_live_verification_table() -> None:
     assert table.count("holds") >= len(registry.claims())
 
 
-def test_aaren_chapter_has_mutants_table_and_figures() -> None:
-    html = dom("aaren.html")
-    match = re.search(r'<table[^>]*id="mutants-table".*?</table>', html, re.S)
-    assert match, "the mutants table is missing from the Aaren chapter"
+def test_every_claim_belongs_to_a_chapter() -> None:
+    assert sorted(c.id for claims in CHAPTERS.values() for c in claims) == sorted(c.id for c in registry.claims())
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTERS))
+def test_chapter_shows_every_mutant_rejected(name: str) -> None:
+    match = re.search(r'<table[^>]*id="mutants-table".*?</table>', dom(name), re.S)
+    assert match, f"the mutants table is missing from {name}"
     table = match.group(0)
-    shown = [c for c in registry.claims() if f"<code>{c.id}</code>" in table]
-    missing = [c.id for c in registry.claims() if c.paper.key == "aaren" and c not in shown]
-    assert not missing, f"Aaren claims whose mutants are not in the table: {missing}"
-    for claim in shown:
+    for claim in CHAPTERS[name]:
+        assert f"<code>{claim.id}</code>" in table, f"{claim.id} is not in the mutants table of {name}"
         for mutant in claim.mutants:
             assert mutant.name in table, f"mutant {mutant.name} of {claim.id} is not in the table"
     assert "ACCEPTED" not in table
-    assert table.count("rejected by") == sum(len(c.mutants) for c in shown)
+    assert table.count("rejected by") == sum(len(c.mutants) for c in CHAPTERS[name])
+
+
+def test_aaren_chapter_figures_and_code() -> None:
+    html = dom("aaren.html")
     images = re.findall(r'<img[^>]+src="([^"]+\.(?:png|svg))"', html)
     assert len(images) >= 3, f"expected the error, overflow and benchmark figures, found {images}"
     for src in images:
         assert (HTML / src).is_file(), f"image {src} is missing from the build"
     for literal in ("def stable_cell_step", "def _chunk_scan", "class _PrefixSoftmax", "def _scan_kernel"):
         assert literal in _text(html), f"literalinclude of {literal!r} is missing"
+
+
+def test_sequence_parallel_chapter_shows_traffic_and_code() -> None:
+    html = dom("sequence_parallel.html")
+    text = _text(html)
+    for literal in (
+        "def _exclusive_prefix",
+        "def _sequence_parallel_scan",
+        "class _ExclusivePrefixSum",
+        "def _handshake",
+    ):
+        assert literal in text, f"literalinclude of {literal!r} is missing"
+    assert "forward sent" in text and "backward received" in text, "the traffic table is missing"
+    images = re.findall(r'<img[^>]+src="([^"]+\.(?:png|svg))"', html)
+    assert len(images) >= 2, f"expected the bytes-per-rank and benchmark figures, found {images}"
