@@ -157,7 +157,7 @@ def _sweep_point(rec: Recorder, sizes: Sizes, n: int) -> None:
     s, v = _inputs(SWEEP_BH, n)
     _check_forward(rec, s, v)
     _check_backward(rec, s, v)
-    shape = {"n": n, "batch_heads": SWEEP_BH, "dv": DV, "dtype": torch.float32}
+    shape: dict[str, Any] = {"n": n, "batch_heads": SWEEP_BH, "dv": DV, "dtype": torch.float32}
     rec.time(lambda: prefix_softmax_attention(s, v), method=FAST, pass_="forward", **shape)
     sg, vg = s.clone().requires_grad_(), v.clone().requires_grad_()
     grad = torch.ones_like(v)
@@ -231,7 +231,7 @@ def _target_b(rec: Recorder, sizes: Sizes) -> None:
     bh, n = sizes.target_b
     s, v = _inputs(bh, n)
     _check_forward(rec, s, v)
-    shape = {"n": n, "batch_heads": bh, "dv": DV, "dtype": torch.float32}
+    shape: dict[str, Any] = {"n": n, "batch_heads": bh, "dv": DV, "dtype": torch.float32}
     fast = rec.time(lambda: prefix_softmax_attention(s, v), method=FAST, pass_="forward", **shape)
     quadratic = rec.time(lambda: causal_constant_query_attention(s, v), method=QUADRATIC, pass_="forward", **shape)
     rec.target(
@@ -318,7 +318,7 @@ def _triton_bandwidth(rec: Recorder, batch_heads: int, n: int, dtype: torch.dtyp
     """Triton kernel bandwidth, counting the minimal traffic, over a same-size copy's (CUDA)."""
     s, v = _inputs(batch_heads, n, dtype=dtype, device="cuda")
     _check_forward(rec, s, v, backend="triton")
-    shape = {"n": n, "batch_heads": batch_heads, "dv": DV, "dtype": dtype, "device": "cuda"}
+    shape: dict[str, Any] = {"n": n, "batch_heads": batch_heads, "dv": DV, "dtype": dtype, "device": "cuda"}
     kernel = rec.time(
         functools.partial(prefix_softmax_attention, s, v, backend="triton"), method=FAST, pass_="forward", **shape
     )

@@ -240,7 +240,7 @@ def _time_single_process(rec: Recorder, sizes: Sizes) -> dict[tuple[str, str], f
     for method in (AAREN, LINEAR):
         n = _n_total(method, sizes)
         inputs = _inputs(method, sizes, n)
-        row = {
+        row: dict[str, Any] = {
             "n": n,
             "batch_heads": _batch_heads(method, sizes),
             "dv": sizes.dv,

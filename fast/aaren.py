@@ -344,10 +344,9 @@ class Aaren(nn.Module):
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
         self.scale = 1.0 / math.sqrt(self.d_head) if scale is None else float(scale)
-        factory = {"device": device, "dtype": dtype}
-        self.query = nn.Parameter(torch.randn(n_heads, self.d_head, **factory))
-        self.key = nn.Linear(d_model, d_model, bias=bias, **factory)
-        self.value = nn.Linear(d_model, d_model, bias=bias, **factory)
+        self.query = nn.Parameter(torch.randn(n_heads, self.d_head, device=device, dtype=dtype))
+        self.key = nn.Linear(d_model, d_model, bias=bias, device=device, dtype=dtype)
+        self.value = nn.Linear(d_model, d_model, bias=bias, device=device, dtype=dtype)
 
     def _scores_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x: (..., d_model)`` → scores ``(..., H)`` and values ``(..., H, d_head)``."""
@@ -385,11 +384,12 @@ class Aaren(nn.Module):
         """The identity ``e = (-inf, 0, 0)`` per head: ``m, u: (B, H)``, ``w: (B, H, d_head)``."""
         if not isinstance(batch_size, int) or batch_size < 0:
             raise ValueError(f"batch_size: expected a non-negative int, got {batch_size!r}")
-        acc = accumulation_dtype(self.query.dtype)
+        acc, device = accumulation_dtype(self.query.dtype), self.query.device
         shape = (batch_size, self.n_heads)
-        kw = {"dtype": acc, "device": self.query.device}
         return AarenState(
-            torch.full(shape, NEG_INF, **kw), torch.zeros(shape, **kw), torch.zeros((*shape, self.d_head), **kw)
+            torch.full(shape, NEG_INF, dtype=acc, device=device),
+            torch.zeros(shape, dtype=acc, device=device),
+            torch.zeros((*shape, self.d_head), dtype=acc, device=device),
         )
 
     def step(self, x_t: Tensor, state: AarenState, mask_t: Tensor | None = None) -> tuple[Tensor, AarenState]:

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -334,7 +334,7 @@ def prefix_softmax_attention(
     *lead, n = scores.shape
     dv = values.shape[-1]
     rows = math.prod(lead)
-    scan = partial(_sequence_parallel_scan, g=g, strategy=strategy, backend=chosen)
+    scan = partial(_sequence_parallel_scan, g=g, strategy=cast(Strategy, strategy), backend=chosen)
     out = _PrefixSoftmax.apply(scores.reshape(rows, n), values.reshape(rows, n, dv), scan)
     return out.reshape(*lead, n, dv)
 

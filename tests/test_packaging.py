@@ -85,3 +85,9 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
     )
     assert listing.returncode == 0 and "aaren.scan_equals_causal_softmax" in listing.stdout
     assert not list(site.glob("attnverify/benchmarks/results/*")), "benchmark results must not ship in the wheel"
+
+
+def test_ruff_clean() -> None:
+    """The repository is ruff-clean (rules in pyproject.toml), so CI keeps it so."""
+    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    assert ruff.returncode == 0, ruff.stdout[-4000:]

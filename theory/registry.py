@@ -151,7 +151,7 @@ def select(patterns: Sequence[str]) -> tuple[Claim, ...]:
     everything = claims()
     if not patterns:
         return everything
-    chosen = []
+    chosen: list[Claim] = []
     for pattern in patterns:
         matched = [c for c in everything if fnmatch.fnmatchcase(c.id, pattern)]
         if not matched:
