@@ -77,7 +77,8 @@ def combine(x: ScanState, y: ScanState) -> ScanState:
 
 
 def leaf(s: Tensor, v: Tensor) -> ScanState:
-    """Leaf of one token: ``(s, 1, v)``, or ``e`` when ``s = -inf`` (a masked token)."""
+    """Leaf of a token: ``(s, 1, v)``, or ``e`` when ``s = -inf`` (a masked token); elementwise, so
+    ``s: (..., N)``, ``v: (..., N, Dv)`` gives all the leaves of a sequence at once."""
     masked = s == NEG_INF
     u = torch.where(masked, torch.zeros_like(s), torch.ones_like(s))
     w = torch.where(masked[..., None], torch.zeros_like(v), v)
@@ -174,11 +175,6 @@ def cell_outputs(trajectory: CellTrajectory) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def leaves(scores: Tensor, values: Tensor) -> ScanState:
-    """All leaves at once: ``m: (..., N)``, ``u: (..., N)``, ``w: (..., N, Dv)``."""
-    return leaf(scores, values)
-
-
 def _take(states: ScanState, index: slice | int) -> ScanState:
     """Positions ``index`` of a sequence of states (``m, u: (..., N)``, ``w: (..., N, Dv)``)."""
     return ScanState(states.m[..., index], states.u[..., index], states.w[..., index, :])
@@ -193,7 +189,7 @@ def _replaced(states: ScanState, index: slice, value: ScanState) -> ScanState:
 
 def sequential_scan(scores: Tensor, values: Tensor) -> Tensor:
     """``o_k = readout(x_1 ⊕ x_2 ⊕ ... ⊕ x_k)``, folding left to right: ``N - 1`` combines."""
-    x = leaves(scores, values)
+    x = leaf(scores, values)
     n = scores.shape[-1]
     prefix = identity(scores.shape[:-1], values.shape[-1], dtype=values.dtype)
     outputs = []
@@ -210,7 +206,7 @@ def hillis_steele_scan(scores: Tensor, values: Tensor) -> Tensor:
 
     ``ceil(log2 N)`` rounds; each round builds a new sequence (never updates in place).
     """
-    x = leaves(scores, values)
+    x = leaf(scores, values)
     n = scores.shape[-1]
     offset = 1
     while offset < n:
@@ -230,7 +226,7 @@ def blelloch_scan(scores: Tensor, values: Tensor) -> Tensor:
     The sequence is padded with ``e`` to a power of two; the inclusive result at ``k`` is
     ``exclusive_k ⊕ x_k``.  About ``2N`` combines in ``2 ceil(log2 N)`` levels.
     """
-    x = leaves(scores, values)
+    x = leaf(scores, values)
     n = scores.shape[-1]
     size = 1
     while size < n:

@@ -42,6 +42,9 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
                 out = good(scores, values)
                 return torch.cat([torch.zeros_like(out[..., :1, :]), out[..., :-1, :]], -2)
 
+            def wrong_shape(scores, values):
+                return good(scores, values)[..., :-1, :]
+
             def crashes(scores, values):
                 raise RuntimeError("kernel exploded")
 
@@ -100,6 +103,11 @@ def test_impl_wrong_kernel_fails(user_module: str, capsys: pytest.CaptureFixture
     assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:off_by_one"]) == 1
     out = capsys.readouterr().out
     assert "FAILS" in out and "o_1 = v_1" in out
+
+
+def test_impl_with_the_wrong_shape_fails_clearly(user_module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:wrong_shape"]) == 1
+    assert "returned shape" in capsys.readouterr().out
 
 
 def test_impl_that_raises_fails_with_its_message(user_module: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -192,15 +192,22 @@ def _device(impl: Implementation, ctx: CheckContext) -> torch.device:
     return torch.device(impl.device) if impl.device else ctx.device
 
 
-def _as_tensor(out: Any, name: str) -> Tensor:
+def _as_tensor(out: Any, name: str, shape: torch.Size | None = None) -> Tensor:
+    """``out`` if it is a tensor (of ``shape``, when given); otherwise the implementation is at fault."""
     if not isinstance(out, Tensor):
         raise ImplementationError(f"{name} returned {type(out).__name__}, expected a Tensor")
+    if shape is not None and out.shape != shape:
+        raise ImplementationError(f"{name} returned shape {tuple(out.shape)}, expected {tuple(shape)}")
     return out
 
 
-def _as_triple(out: Any, name: str) -> tuple[Tensor, Tensor, Tensor]:
+def _as_triple(out: Any, name: str, shapes: Sequence[torch.Size]) -> tuple[Tensor, Tensor, Tensor]:
+    """``out`` as three tensors of ``shapes``; otherwise the implementation is at fault."""
     if not (isinstance(out, Sequence) and len(out) == 3 and all(isinstance(t, Tensor) for t in out)):
         raise ImplementationError(f"{name} returned {type(out).__name__}, expected three tensors")
+    got = [tuple(t.shape) for t in out]
+    if got != [tuple(s) for s in shapes]:
+        raise ImplementationError(f"{name} returned shapes {got}, expected {[tuple(s) for s in shapes]}")
     return out[0], out[1], out[2]
 
 
@@ -254,9 +261,9 @@ def _scan_against_truth(
         for idx, case in enumerate(cases):
             s, v = case.on(dtype, device)
             out, unchanged = call_pure(impl.fn, s, v)
-            out = _as_tensor(out, impl.label)
+            out = _as_tensor(out, impl.label, v.shape)
             pure &= unchanged
-            meta_ok &= out.shape == v.shape and out.dtype == dtype and out.device == v.device
+            meta_ok &= out.dtype == dtype and out.device == v.device
             key = (idx, dtype)
             if key not in truth:
                 truth[key] = case.ground_truth(dtype)
@@ -270,15 +277,14 @@ def _scan_against_truth(
             empty = (s == NEG_INF).cumprod(-1).bool()
             empty_nonzero += int((out[empty] != 0).sum())
             masked = s == NEG_INF
-            if masked.any() and out.shape == v.shape:
+            if masked.any():
                 g = torch.Generator().manual_seed(idx)
                 v2 = v.clone()
                 v2[masked] = (1e3 * torch.randn(v2[masked].shape, generator=g, dtype=F64)).to(dtype).to(device)
                 out2, _ = call_pure(impl.fn, s, v2)
-                ignored.add(
-                    scaled_error(_as_tensor(out2, impl.label).cpu(), out.cpu(), row_scale(v.cpu())), tol, case.label
-                )
-    rec.require(f"{name}: output has the values' shape, dtype and device", meta_ok)
+                out2 = _as_tensor(out2, impl.label, v.shape)
+                ignored.add(scaled_error(out2.cpu(), out.cpu(), row_scale(v.cpu())), tol, case.label)
+    rec.require(f"{name}: output has the values' dtype and device", meta_ok)
     rec.require(f"{name}: inputs left unchanged", pure)
     rec.record(f"{name}: o_1 = v_1 bit for bit (entries differing)", first_mismatch, 0)
     rec.record(f"{name}: all-masked prefixes give exactly 0 (entries differing)", empty_nonzero, 0)
@@ -295,8 +301,8 @@ def _scan_causality(
     s2, v2 = s.clone(), v.clone()
     s2[..., k + 1 :] = (30 * torch.randn(s2[..., k + 1 :].shape, generator=g, dtype=F64)).to(dtype).to(device)
     v2[..., k + 1 :, :] = torch.randn(v2[..., k + 1 :, :].shape, generator=g, dtype=F64).to(dtype).to(device)
-    out = _as_tensor(invoke(impl.fn, s, v), impl.label)[..., : k + 1, :].cpu()
-    out2 = _as_tensor(invoke(impl.fn, s2, v2), impl.label)[..., : k + 1, :].cpu()
+    out = _as_tensor(invoke(impl.fn, s, v), impl.label, v.shape)[..., : k + 1, :].cpu()
+    out2 = _as_tensor(invoke(impl.fn, s2, v2), impl.label, v.shape)[..., : k + 1, :].cpu()
     rec.record(
         f"{name}: causal (changing tokens after k leaves o_1..o_k)",
         scaled_error(out2, out, row_scale(v.cpu())),
@@ -351,10 +357,10 @@ def check_shift_invariance(rec: Recorder, impls: Sequence[Implementation], ctx: 
                     for case in grid + general:
                         s, v = case.on(dtype, device)
                         truth = case.ground_truth(dtype)
-                        base = _as_tensor(invoke(impl.fn, s, v), impl.label)
+                        base = _as_tensor(invoke(impl.fn, s, v), impl.label, v.shape)
                         max_s = float(s[s > NEG_INF].abs().max())
                         for delta in SHIFTS:
-                            out = _as_tensor(invoke(impl.fn, s + delta, v), impl.label)
+                            out = _as_tensor(invoke(impl.fn, s + delta, v), impl.label, v.shape)
                             tol = shift_tolerance(dtype, s.shape[-1], delta, max_s)
                             err.add(
                                 scaled_error(out.cpu(), truth, row_scale(v.cpu())), tol, f"{case.label} δ={delta:g}"
@@ -402,7 +408,7 @@ def _cell_gradcheck(rec: Recorder, impl: Implementation, device: torch.device, n
     s, v = (t.requires_grad_() for t in case.on(F64, device))
 
     def outputs(s: Tensor, v: Tensor) -> Tensor:
-        _, c, a = _as_triple(invoke(impl.fn, s, v), impl.label)
+        _, c, a = _as_triple(invoke(impl.fn, s, v), impl.label, (s.shape, s.shape, v.shape))
         return a / c.clamp_min(1e-300)[..., None]
 
     passed = torch.autograd.gradcheck(outputs, (s, v), raise_exception=False)
@@ -423,7 +429,7 @@ def _rnn_cases(
         for case in cases:
             s, v = case.on(dtype, device)
             out, _ = call_pure(impl.fn, s, v)
-            m, c, a = _as_triple(out, impl.label)
+            m, c, a = _as_triple(out, impl.label, (s.shape, s.shape, v.shape))
             m, c, a = m.cpu().to(F64), c.cpu().to(F64), a.cpu().to(F64)
             s64, v64 = s.cpu().to(F64), v.cpu().to(F64)
             n = s.shape[-1]
@@ -503,7 +509,7 @@ def check_monoid(rec: Recorder, impls: Sequence[Implementation], ctx: CheckConte
                 return ref.ScanState(*(t.to(dtype).to(device) for t in x))
 
             def op(x: ref.ScanState, y: ref.ScanState, impl: Implementation = impl) -> ref.ScanState:
-                m, u, w = _as_triple(invoke(impl.fn, on(x), on(y)), impl.label)
+                m, u, w = _as_triple(invoke(impl.fn, on(x), on(y)), impl.label, (x.m.shape, x.u.shape, x.w.shape))
                 return ref.ScanState(m.cpu().to(F64), u.cpu().to(F64), w.cpu().to(F64))
 
             with rec.guard(name):

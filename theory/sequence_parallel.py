@@ -94,6 +94,10 @@ def rank_job(
                 try:
                     with sp.track_traffic() as forward:
                         out = fn(*local, None, **case.kwargs)
+                    if not isinstance(out, Tensor) or out.shape != local[-1].shape:
+                        raise TypeError(
+                            f"returned {getattr(out, 'shape', type(out).__name__)}, expected {local[-1].shape}"
+                        )
                     record.update(out=out.detach(), forward=(forward.sent, forward.received))
                     if out.requires_grad:
                         with sp.track_traffic() as backward:

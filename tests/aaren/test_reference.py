@@ -55,10 +55,10 @@ def test_plain_cell_divides_zero_by_zero_far_below() -> None:
 def test_combine_identity_and_phi() -> None:
     e = ref.identity((4,), 2)
     case = scan_case(4, dv=2, lead=(), scores="wide", seed=3)
-    x = ref.leaves(case.scores, case.values)
+    x = ref.leaf(case.scores, case.values)
     for out in (ref.combine(e, x), ref.combine(x, e)):
         assert all(torch.equal(a, b) for a, b in zip(out, x, strict=True))
-    y = ref.leaves(case.scores.flip(0), case.values.flip(0))
+    y = ref.leaf(case.scores.flip(0), case.values.flip(0))
     xy_u, xy_w = ref.phi(ref.combine(x, y))
     (xu, xw), (yu, yw) = ref.phi(x), ref.phi(y)
     assert torch.allclose(xy_u, xu + yu, rtol=1e-13) and torch.allclose(xy_w, xw + yw, rtol=1e-13, atol=0)

@@ -23,7 +23,7 @@ NEG_INF = float("-inf")
 
 def exclusive_scan(scores: Tensor, values: Tensor) -> Tensor:
     """Emits the prefix *before* folding in token k: ``o_k`` attends to ``1..k-1``."""
-    x = ref.leaves(scores, values)
+    x = ref.leaf(scores, values)
     prefix = ref.identity(scores.shape[:-1], values.shape[-1], dtype=values.dtype)
     outputs = []
     for k in range(scores.shape[-1]):
@@ -47,7 +47,7 @@ def mixed_reference_max(scores: Tensor, values: Tensor) -> Tensor:
 
 def identity_m_zero(scores: Tensor, values: Tensor) -> Tensor:
     """A sequential scan started from ``(0, 0, 0)`` instead of ``(-inf, 0, 0)``: a floor of 0 on the max."""
-    x = ref.leaves(scores, values)
+    x = ref.leaf(scores, values)
     batch = scores.shape[:-1]
     prefix = ref.ScanState(
         torch.zeros(batch, dtype=values.dtype),
