@@ -18,6 +18,7 @@ from attnverify.theory.numerics import row_scale, scaled_error
 from tests.sequence_parallel import jobs
 
 F64 = torch.float64
+pytestmark = pytest.mark.timeout(300)  # on top of run_gloo's own deadlines
 
 
 @pytest.mark.parametrize("lengths", [[5], [3, 0, 9, 1], [0, 7]])
