@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -395,11 +394,6 @@ def plot(results: dict[str, Any]) -> Figure:
     return fig
 
 
-def load_latest(results_dir: Path, suite: str = "aaren") -> dict[str, Any]:
-    """The newest committed results of ``suite`` in ``results_dir`` (see :func:`runner.load_latest`)."""
-    return runner.load_latest(results_dir, suite)
-
-
 SUITE = Suite("aaren", run, plot)
 
-__all__ = ["FULL", "QUICK", "SUITE", "Sizes", "load_latest", "plot", "run"]
+__all__ = ["FULL", "QUICK", "SUITE", "Sizes", "plot", "run"]

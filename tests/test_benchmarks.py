@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 
 from attnverify.benchmarks import SUITES, run_suite
 from attnverify.benchmarks import sequence_parallel as sp_bench
-from attnverify.benchmarks.aaren import load_latest, plot
-from attnverify.benchmarks.runner import ROW_FIELDS
+from attnverify.benchmarks.aaren import plot
+from attnverify.benchmarks.runner import ROW_FIELDS, load_latest
 
 matplotlib.use("Agg")
 
@@ -58,7 +58,7 @@ def test_quick_aaren_results_schema(quick_run: Path) -> None:
 
 
 def test_plot_from_latest_results(quick_run: Path) -> None:
-    results = load_latest(quick_run.parent)
+    results = load_latest(quick_run.parent, "aaren")
     assert results["quick"] is True
     figure = plot(results)
     assert isinstance(figure, Figure)

@@ -454,23 +454,16 @@ def _rnn_cases(
             # 1 <= c_k <= (number of live tokens up to k)(1 + eps); outputs in the hull of v_1..v_k.
             count = (s64 > NEG_INF).cumsum(-1).to(F64)
             bound_violations += int(((c < 1) & live).sum() + (c > count * (1 + n * eps)).sum())
-            v_live = v64.masked_fill((s64 == NEG_INF)[..., None], math.nan)
-            lo = torch.from_numpy(_nan_cummin(v_live.numpy()))
-            hi = -torch.from_numpy(_nan_cummin(-v_live.numpy()))
+            masked = (s64 == NEG_INF)[..., None]
+            lo = v64.masked_fill(masked, math.inf).cummin(-2).values  # running hull of the live values
+            hi = v64.masked_fill(masked, -math.inf).cummax(-2).values
             slack = tol * scale
-            hull_violations += int(((o < lo - slack) | (o > hi + slack)).sum())
+            hull_violations += int((((o < lo - slack) | (o > hi + slack)) & live[..., None]).sum())
             rec.cases += 1
     rec.record(f"{name}: m_k = max_(i<=k) s_i bit for bit (entries differing)", max_mismatch, 0)
     rec.record(f"{name}: o_1 = v_1 bit for bit (entries differing)", first_mismatch, 0)
     rec.record(f"{name}: 1 <= c_k <= k (violations)", bound_violations, 0)
     rec.record(f"{name}: o_k in the hull of v_1..v_k (violations)", hull_violations, 0)
-
-
-def _nan_cummin(x: Any) -> Any:
-    """Running minimum along the token axis (-2) that skips NaN (masked tokens)."""
-    import numpy as np
-
-    return np.fmin.accumulate(x, axis=-2)
 
 
 # ---------------------------------------------------------------------------
