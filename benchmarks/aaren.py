@@ -29,8 +29,8 @@ from torch import Tensor
 from attnverify.benchmarks import runner
 from attnverify.benchmarks.runner import Recorder, Suite
 from attnverify.fast import Aaren, AarenState, prefix_softmax_attention
+from attnverify.numerics import identity_tolerance
 from attnverify.reference.aaren import causal_constant_query_attention, sequential_scan
-from attnverify.theory.numerics import identity_tolerance
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

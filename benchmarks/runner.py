@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.benchmark import Timer
 
-from attnverify.theory.numerics import scaled_error
+from attnverify.numerics import scaled_error
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

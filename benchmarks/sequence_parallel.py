@@ -7,7 +7,7 @@ Three methods: Aaren's scan with the ``"allgather"`` and the ``"chain"`` exchang
   chunks of the output and of the input gradients (for a fixed random upstream gradient) are assembled and
   checked against the single-process fast function (:func:`~attnverify.fast.prefix_softmax_attention`,
   :func:`~attnverify.fast.linear_attention.causal_linear_attention`) within
-  :func:`~attnverify.theory.numerics.identity_tolerance`, before anything at that ``P`` is timed.
+  :func:`~attnverify.numerics.identity_tolerance`, before anything at that ``P`` is timed.
 * **Bytes** — what each rank sends and receives through ``torch.distributed``
   (:func:`~attnverify.fast.sequence_parallel.track_traffic`), forward and backward separately, for ``N_local``
   in a sweep and every ``P``: the JSON's ``traffic``; ``naive_traffic`` is what all-gathering the raw inputs
@@ -48,7 +48,7 @@ from attnverify.benchmarks.runner import CorrectnessError, Recorder, Suite
 from attnverify.fast import prefix_softmax_attention
 from attnverify.fast import sequence_parallel as sp
 from attnverify.fast.linear_attention import causal_linear_attention
-from attnverify.theory.numerics import identity_tolerance
+from attnverify.numerics import identity_tolerance
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

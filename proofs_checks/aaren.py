@@ -13,26 +13,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 
 import sympy as sp
 
-
-@dataclass(frozen=True)
-class SymbolicStep:
-    """One symbolic fact: ``residual`` (lhs - rhs, simplified) must be 0."""
-
-    name: str
-    residual: sp.Expr
-
-    @property
-    def holds(self) -> bool:
-        return self.residual == 0
-
-    def latex(self) -> str:
-        return sp.latex(self.residual)
-
+from attnverify.proofs_checks.symbolic import SymbolicStep, difference, zero
 
 State = tuple[sp.Expr, sp.Expr, sp.Expr]
 
@@ -47,17 +32,6 @@ def oplus(x: State, y: State) -> State:
     m = sp.Max(x[0], y[0])
     a_x, a_y = alpha(x[0], m), alpha(y[0], m)
     return (m, x[1] * a_x + y[1] * a_y, x[2] * a_x + y[2] * a_y)
-
-
-def _zero(expr: sp.Expr) -> sp.Expr:
-    return sp.simplify(sp.powsimp(sp.expand(expr), force=True))
-
-
-def _difference(lhs: sp.Expr, rhs: sp.Expr) -> sp.Expr:
-    """``lhs - rhs`` simplified; equal infinities (``-oo`` maxima) count as a zero difference."""
-    if rhs.is_infinite or lhs.is_infinite:
-        return sp.Integer(0) if lhs == rhs else sp.Symbol("mismatch")
-    return _zero(lhs - rhs)
 
 
 def weak_orderings(items: tuple[str, ...]) -> list[list[tuple[str, ...]]]:
@@ -92,8 +66,8 @@ def cell_induction() -> tuple[SymbolicStep, ...]:
         c_prev, a_prev = C * sp.exp(-m_prev), A * sp.exp(-m_prev)
         c_k = c_prev * sp.exp(m_prev - m_k) + sp.exp(s_k - m_k)
         a_k = a_prev * sp.exp(m_prev - m_k) + v * sp.exp(s_k - m_k)
-        steps.append(SymbolicStep(f"c_k invariant ({case})", _zero(c_k - (C + sp.exp(s_k)) * sp.exp(-m_k))))
-        steps.append(SymbolicStep(f"a_k invariant ({case})", _zero(a_k - (A + v * sp.exp(s_k)) * sp.exp(-m_k))))
+        steps.append(SymbolicStep(f"c_k invariant ({case})", zero(c_k - (C + sp.exp(s_k)) * sp.exp(-m_k))))
+        steps.append(SymbolicStep(f"a_k invariant ({case})", zero(a_k - (A + v * sp.exp(s_k)) * sp.exp(-m_k))))
     return tuple(steps)
 
 
@@ -115,14 +89,14 @@ def monoid_laws(op: Callable[[State, State], State] = oplus) -> tuple[SymbolicSt
         left, right = op(op(X, Y), Z), op(X, op(Y, Z))
         label = " < ".join("=".join(tie) for tie in ordering)
         for comp, name in ((0, "m"), (1, "u"), (2, "w")):
-            steps.append(SymbolicStep(f"associativity, {name}, m order {label}", _difference(left[comp], right[comp])))
+            steps.append(SymbolicStep(f"associativity, {name}, m order {label}", difference(left[comp], right[comp])))
     m_x = sp.Symbol("m_X", real=True)
     X = (m_x, u[0], w[0])
     e: State = (-sp.oo, sp.Integer(0), sp.Integer(0))
     for comp, name in ((0, "m"), (1, "u"), (2, "w")):
-        steps.append(SymbolicStep(f"left identity e ⊕ X, {name}", _difference(op(e, X)[comp], X[comp])))
-        steps.append(SymbolicStep(f"right identity X ⊕ e, {name}", _difference(op(X, e)[comp], X[comp])))
-        steps.append(SymbolicStep(f"e ⊕ e = e, {name}", _difference(op(e, e)[comp], e[comp])))
+        steps.append(SymbolicStep(f"left identity e ⊕ X, {name}", difference(op(e, X)[comp], X[comp])))
+        steps.append(SymbolicStep(f"right identity X ⊕ e, {name}", difference(op(X, e)[comp], X[comp])))
+        steps.append(SymbolicStep(f"e ⊕ e = e, {name}", difference(op(e, e)[comp], e[comp])))
     # φ(m, u, w) = (u e^m, w e^m) maps ⊕ to +, in both orders of the two maxima.
     for label, (m_a, m_b) in {"m_X <= m_Y": (base, base + gaps[0]), "m_X > m_Y": (base + gaps[0], base)}.items():
         Xs, Ys = (m_a, u[0], w[0]), (m_b, u[1], w[1])
@@ -130,7 +104,7 @@ def monoid_laws(op: Callable[[State, State], State] = oplus) -> tuple[SymbolicSt
         for comp, name in ((1, "u"), (2, "w")):
             lhs = Zs[comp] * sp.exp(Zs[0])
             rhs = Xs[comp] * sp.exp(Xs[0]) + Ys[comp] * sp.exp(Ys[0])
-            steps.append(SymbolicStep(f"homomorphism φ, {name} e^m, {label}", _zero(lhs - rhs)))
+            steps.append(SymbolicStep(f"homomorphism φ, {name} e^m, {label}", zero(lhs - rhs)))
     return tuple(steps)
 
 
@@ -141,9 +115,9 @@ def reference_point_invariance() -> tuple[SymbolicStep, ...]:
     u, w = sp.Symbol("u", positive=True), sp.Symbol("w", real=True)
     moved = (m + t, u * sp.exp(-t), w * sp.exp(-t))
     return (
-        SymbolicStep("φ_u unchanged by moving the reference point", _zero(moved[1] * sp.exp(moved[0]) - u * sp.exp(m))),
-        SymbolicStep("φ_w unchanged by moving the reference point", _zero(moved[2] * sp.exp(moved[0]) - w * sp.exp(m))),
-        SymbolicStep("output w/u unchanged by moving the reference point", _zero(moved[2] / moved[1] - w / u)),
+        SymbolicStep("φ_u unchanged by moving the reference point", zero(moved[1] * sp.exp(moved[0]) - u * sp.exp(m))),
+        SymbolicStep("φ_w unchanged by moving the reference point", zero(moved[2] * sp.exp(moved[0]) - w * sp.exp(m))),
+        SymbolicStep("output w/u unchanged by moving the reference point", zero(moved[2] / moved[1] - w / u)),
     )
 
 
@@ -155,7 +129,7 @@ def softmax_shift(n: int = 4) -> tuple[SymbolicStep, ...]:
     total, shifted = sum(sp.exp(x) for x in s), sum(sp.exp(x + delta) for x in s)
     return tuple(
         SymbolicStep(
-            f"softmax(s + δ)_{i + 1} = softmax(s)_{i + 1}", _zero(sp.exp(x + delta) / shifted - sp.exp(x) / total)
+            f"softmax(s + δ)_{i + 1} = softmax(s)_{i + 1}", zero(sp.exp(x + delta) / shifted - sp.exp(x) / total)
         )
         for i, x in enumerate(s)
     )

@@ -13,7 +13,8 @@ from functools import lru_cache
 
 import sympy as sp
 
-from attnverify.proofs_checks.aaren import SymbolicStep, _zero, oplus
+from attnverify.proofs_checks.aaren import oplus
+from attnverify.proofs_checks.symbolic import SymbolicStep, zero
 
 
 @lru_cache(maxsize=1)
@@ -28,12 +29,12 @@ def lasp2_identity(tokens: int = 4, split: int = 2) -> tuple[SymbolicStep, ...]:
     got = local * V2 + Q2 * (K1.T * V1)
     got_norm = local * sp.ones(tokens - split, 1) + Q2 * (K1.T * sp.ones(split, 1))
     steps = [
-        SymbolicStep(f"O[{split + i + 1}, {j + 1}] = local + Q_2 M_1", _zero(got[i, j] - want[split + i, j]))
+        SymbolicStep(f"O[{split + i + 1}, {j + 1}] = local + Q_2 M_1", zero(got[i, j] - want[split + i, j]))
         for i in range(tokens - split)
         for j in range(2)
     ]
     steps += [
-        SymbolicStep(f"normalizer[{split + i + 1}] = local + Q_2 z_1", _zero(got_norm[i] - want_norm[split + i]))
+        SymbolicStep(f"normalizer[{split + i + 1}] = local + Q_2 z_1", zero(got_norm[i] - want_norm[split + i]))
         for i in range(tokens - split)
     ]
     return tuple(steps)
@@ -60,6 +61,6 @@ def scan_split_identity(tokens: int = 4) -> tuple[SymbolicStep, ...]:
         total = fold(leaves[:split])
         for j in range(split, tokens):
             got, want = phi(oplus(total, fold(leaves[split : j + 1]))), phi(fold(leaves[: j + 1]))
-            residual = sum(sp.Abs(_zero(a - b)) for a, b in zip(got, want, strict=True))
+            residual = sum(sp.Abs(zero(a - b)) for a, b in zip(got, want, strict=True))
             steps.append(SymbolicStep(f"split after {split}, position {j + 1}", residual))
     return tuple(steps)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from attnverify.theory import registry
+from attnverify import registry
 
 CLAIMS = registry.claims()
 MUTANT_CASES = [(c, m) for c in CLAIMS for m in c.mutants]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from attnverify.theory import registry
-from attnverify.theory.cli import main
+from attnverify import registry
+from attnverify.cli import main
 
 SCAN = "aaren.scan_equals_causal_softmax"
 

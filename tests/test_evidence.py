@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from attnverify.theory.evidence import Finding, ImplementationError, Recorder, invoke
-from attnverify.theory.numerics import bitwise_mismatches, identity_tolerance, scaled_error
+from attnverify.evidence import Finding, ImplementationError, Recorder, invoke
+from attnverify.numerics import bitwise_mismatches, identity_tolerance, scaled_error
 
 
 def test_nan_metric_never_passes() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attnverify import registry
 from attnverify.fast import Aaren
-from attnverify.theory import registry
-from attnverify.theory.numerics import scaled_error
+from attnverify.numerics import scaled_error
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")

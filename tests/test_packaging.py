@@ -11,45 +11,71 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+ENGINE_MODULES = tuple(f"attnverify.{p.stem}" for p in (ROOT / "src" / "attnverify").glob("*.py") if p.stem[0] != "_")
 
-FORBIDDEN = {
-    # layer: the attnverify subpackages it must never import
-    "fast": {"reference", "theory", "proofs_checks", "benchmarks"},
-    "reference": {"fast", "theory", "proofs_checks", "benchmarks"},
-    "proofs_checks": {"fast", "theory", "benchmarks"},
-    "benchmarks": {"theory", "proofs_checks"},
+ENGINE = ROOT / "src" / "attnverify"
+LAYERS = {
+    # layer folder: the attnverify modules (prefixes) it may import
+    "reference": (),
+    "fast": ("attnverify.fast",),
+    "proofs_checks": ("attnverify.proofs_checks", "attnverify.reference"),
+    "benchmarks": ("attnverify.benchmarks", "attnverify.fast", "attnverify.reference", *ENGINE_MODULES),
 }
-ALLOWED = {"attnverify.theory.numerics"}
-"""The tolerance policy: one copy, shared by the checks and the benchmarks' correctness-first step."""
+"""``benchmarks`` imports the engine (one tolerance policy shared with the checks), ``reference`` and ``fast``."""
+PAPER_LAYERS = ("attnverify.theory", "attnverify.reference", "attnverify.fast", "attnverify.proofs_checks")
 
 
-def imported_subpackages(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
+    """Every ``attnverify...`` module that ``path`` imports, wherever the import statement stands."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = []
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "attnverify" and len(parts) > 1 and name not in ALLOWED:
-                found.add(parts[1])
-    return found
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {name for name in found if name.split(".")[0] == "attnverify"}
 
 
-@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _allowed(name: str, prefixes: tuple[str, ...]) -> bool:
+    return name == "attnverify" or _within(name, prefixes)
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_import_boundaries(layer: str) -> None:
-    for path in sorted((ROOT / layer).rglob("*.py")):
-        bad = imported_subpackages(path) & FORBIDDEN[layer]
-        assert not bad, f"{path.relative_to(ROOT)} imports attnverify.{bad}: the layers must stay independent"
+    """``reference`` imports nothing of attnverify; ``fast`` only itself; ``proofs_checks`` itself and
+    ``reference``; ``benchmarks`` the engine, ``reference`` and ``fast`` (so verification means something)."""
+    files = sorted((ROOT / layer).rglob("*.py"))
+    assert files
+    for path in files:
+        bad = {m for m in imported_modules(path) if not _allowed(m, LAYERS[layer])}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: the layers must stay independent"
+
+
+def test_engine_imports_no_paper_module() -> None:
+    """The engine reaches paper modules only through ``registry.PAPER_MODULES`` (imported by name)."""
+    for path in sorted(ENGINE.rglob("*.py")):
+        bad = {m for m in imported_modules(path) if _within(m, PAPER_LAYERS)}
+        assert not bad, f"{path.relative_to(ROOT)} imports paper modules {sorted(bad)}"
+
+
+def test_import_rule_sees_every_form_of_import(tmp_path: Path) -> None:
+    """The AST reader catches ``import a.b``, ``from a import b``, and imports inside functions."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import attnverify.fast\ndef f():\n    from attnverify import reference\n    import os\n")
+    assert imported_modules(probe) == {"attnverify.fast", "attnverify", "attnverify.reference"}
+    assert not _allowed("attnverify.reference", LAYERS["fast"])
 
 
 def test_fast_import_pulls_in_no_registry_sympy_hypothesis_or_triton() -> None:
     code = (
         "import sys, attnverify.fast; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sympy', 'hypothesis', 'triton') "
-        "or m.startswith(('attnverify.theory', 'attnverify.reference'))))"
+        "or m.startswith(('attnverify.theory', 'attnverify.reference', 'attnverify.registry'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -73,7 +99,7 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     probe = (
-        "import attnverify, attnverify.fast, attnverify.fast.triton.aaren as t, attnverify.theory.registry as r; "
+        "import attnverify, attnverify.fast, attnverify.fast.triton.aaren as t, attnverify.registry as r; "
         "print(attnverify.__file__); print(len(r.claims()))"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)

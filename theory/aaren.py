@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,20 +19,21 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
+from attnverify.evidence import Recorder, invoke
 from attnverify.fast import aaren as fast
 from attnverify.fast._dispatch import triton_usable
-from attnverify.proofs_checks import aaren as proofs
-from attnverify.reference import aaren as ref
-from attnverify.theory.evidence import ImplementationError, Recorder, invoke
-from attnverify.theory.mutants import aaren as mut
-from attnverify.theory.numerics import (
+from attnverify.harness import as_tensor, as_tensors, call_pure, device_for, dtype_name
+from attnverify.numerics import (
     UNIT_ROUNDOFF,
     bitwise_mismatches,
     identity_tolerance,
     row_scale,
     scaled_error,
 )
-from attnverify.theory.registry import CheckContext, Claim, Implementation, Paper, Subject
+from attnverify.proofs_checks import aaren as proofs
+from attnverify.reference import aaren as ref
+from attnverify.registry import CheckContext, Claim, Implementation, Paper, Subject
+from attnverify.theory.mutants import aaren as mut
 
 AAREN = Paper(
     key="aaren",
@@ -47,10 +48,6 @@ F64, F32, BF16, F16 = torch.float64, torch.float32, torch.bfloat16, torch.float1
 LOW_PRECISION = (BF16, F16)
 SHIFTS = (-1e4, -800.0, -50.0, 0.0, 50.0, 800.0, 1e4)
 """Score shifts of claim 4: past float64's overflow (709.78) and underflow (-745) of ``exp``."""
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 # ---------------------------------------------------------------------------
@@ -176,42 +173,6 @@ def scan_cases(ctx: CheckContext) -> list[ScanCase]:
 
 
 # ---------------------------------------------------------------------------
-# Harness
-# ---------------------------------------------------------------------------
-
-
-def call_pure(fn: Callable[..., Any], *args: Tensor) -> tuple[Any, bool]:
-    """Call ``fn(*args)`` on copies; report whether it left its inputs unchanged."""
-    copies = [a.clone() for a in args]
-    out = invoke(fn, *copies)
-    unchanged = all(bitwise_mismatches(a, c) == 0 for a, c in zip(args, copies, strict=True))
-    return out, unchanged
-
-
-def _device(impl: Implementation, ctx: CheckContext) -> torch.device:
-    return torch.device(impl.device) if impl.device else ctx.device
-
-
-def _as_tensor(out: Any, name: str, shape: torch.Size | None = None) -> Tensor:
-    """``out`` if it is a tensor (of ``shape``, when given); otherwise the implementation is at fault."""
-    if not isinstance(out, Tensor):
-        raise ImplementationError(f"{name} returned {type(out).__name__}, expected a Tensor")
-    if shape is not None and out.shape != shape:
-        raise ImplementationError(f"{name} returned shape {tuple(out.shape)}, expected {tuple(shape)}")
-    return out
-
-
-def _as_triple(out: Any, name: str, shapes: Sequence[torch.Size]) -> tuple[Tensor, Tensor, Tensor]:
-    """``out`` as three tensors of ``shapes``; otherwise the implementation is at fault."""
-    if not (isinstance(out, Sequence) and len(out) == 3 and all(isinstance(t, Tensor) for t in out)):
-        raise ImplementationError(f"{name} returned {type(out).__name__}, expected three tensors")
-    got = [tuple(t.shape) for t in out]
-    if got != [tuple(s) for s in shapes]:
-        raise ImplementationError(f"{name} returned shapes {got}, expected {[tuple(s) for s in shapes]}")
-    return out[0], out[1], out[2]
-
-
-# ---------------------------------------------------------------------------
 # Claim 3: the scan equals causal softmax attention
 # ---------------------------------------------------------------------------
 
@@ -235,7 +196,7 @@ def check_scan_equals_causal_softmax(rec: Recorder, impls: Sequence[Implementati
                 )
     truth: dict[tuple[int, torch.dtype], Tensor] = {}
     for impl in impls:
-        device = _device(impl, ctx)
+        device = device_for(impl, ctx)
         for dtype in ctx.dtypes_for(impl):
             name = f"{impl.label} [{dtype_name(dtype)}]"
             with rec.guard(name):
@@ -261,7 +222,7 @@ def _scan_against_truth(
         for idx, case in enumerate(cases):
             s, v = case.on(dtype, device)
             out, unchanged = call_pure(impl.fn, s, v)
-            out = _as_tensor(out, impl.label, v.shape)
+            out = as_tensor(out, impl.label, v.shape)
             pure &= unchanged
             meta_ok &= out.dtype == dtype and out.device == v.device
             key = (idx, dtype)
@@ -282,7 +243,7 @@ def _scan_against_truth(
                 v2 = v.clone()
                 v2[masked] = (1e3 * torch.randn(v2[masked].shape, generator=g, dtype=F64)).to(dtype).to(device)
                 out2, _ = call_pure(impl.fn, s, v2)
-                out2 = _as_tensor(out2, impl.label, v.shape)
+                out2 = as_tensor(out2, impl.label, v.shape)
                 ignored.add(scaled_error(out2.cpu(), out.cpu(), row_scale(v.cpu())), tol, case.label)
     rec.require(f"{name}: output has the values' dtype and device", meta_ok)
     rec.require(f"{name}: inputs left unchanged", pure)
@@ -301,8 +262,8 @@ def _scan_causality(
     s2, v2 = s.clone(), v.clone()
     s2[..., k + 1 :] = (30 * torch.randn(s2[..., k + 1 :].shape, generator=g, dtype=F64)).to(dtype).to(device)
     v2[..., k + 1 :, :] = torch.randn(v2[..., k + 1 :, :].shape, generator=g, dtype=F64).to(dtype).to(device)
-    out = _as_tensor(invoke(impl.fn, s, v), impl.label, v.shape)[..., : k + 1, :].cpu()
-    out2 = _as_tensor(invoke(impl.fn, s2, v2), impl.label, v.shape)[..., : k + 1, :].cpu()
+    out = as_tensor(invoke(impl.fn, s, v), impl.label, v.shape)[..., : k + 1, :].cpu()
+    out2 = as_tensor(invoke(impl.fn, s2, v2), impl.label, v.shape)[..., : k + 1, :].cpu()
     rec.record(
         f"{name}: causal (changing tokens after k leaves o_1..o_k)",
         scaled_error(out2, out, row_scale(v.cpu())),
@@ -346,7 +307,7 @@ def check_shift_invariance(rec: Recorder, impls: Sequence[Implementation], ctx: 
     general = [scan_case(n, dv=3, lead=(2,), scores="normal", seed=ctx.seed + 1 + n) for n in lengths]
     general = [ScanCase(c.label.replace("normal", "3*normal"), 3 * c.scores, c.values) for c in general]
     for impl in impls:
-        device = _device(impl, ctx)
+        device = device_for(impl, ctx)
         for dtype in ctx.dtypes_for(impl):
             if dtype in LOW_PRECISION:
                 continue  # low precision cannot hold s + 1e4 exactly; covered by claim 3
@@ -357,10 +318,10 @@ def check_shift_invariance(rec: Recorder, impls: Sequence[Implementation], ctx: 
                     for case in grid + general:
                         s, v = case.on(dtype, device)
                         truth = case.ground_truth(dtype)
-                        base = _as_tensor(invoke(impl.fn, s, v), impl.label, v.shape)
+                        base = as_tensor(invoke(impl.fn, s, v), impl.label, v.shape)
                         max_s = float(s[s > NEG_INF].abs().max())
                         for delta in SHIFTS:
-                            out = _as_tensor(invoke(impl.fn, s + delta, v), impl.label, v.shape)
+                            out = as_tensor(invoke(impl.fn, s + delta, v), impl.label, v.shape)
                             tol = shift_tolerance(dtype, s.shape[-1], delta, max_s)
                             err.add(
                                 scaled_error(out.cpu(), truth, row_scale(v.cpu())), tol, f"{case.label} δ={delta:g}"
@@ -393,7 +354,7 @@ def check_rnn_cell(rec: Recorder, impls: Sequence[Implementation], ctx: CheckCon
     rec.symbolic(proofs.cell_induction(), "induction step of the cell, three cases of the max")
     cases = rnn_cases(ctx)
     for impl in impls:
-        device = _device(impl, ctx)
+        device = device_for(impl, ctx)
         for dtype in ctx.dtypes_for(impl):
             name = f"{impl.label} [{dtype_name(dtype)}]"
             with rec.guard(name):
@@ -408,7 +369,7 @@ def _cell_gradcheck(rec: Recorder, impl: Implementation, device: torch.device, n
     s, v = (t.requires_grad_() for t in case.on(F64, device))
 
     def outputs(s: Tensor, v: Tensor) -> Tensor:
-        _, c, a = _as_triple(invoke(impl.fn, s, v), impl.label, (s.shape, s.shape, v.shape))
+        _, c, a = as_tensors(invoke(impl.fn, s, v), impl.label, (s.shape, s.shape, v.shape))
         return a / c.clamp_min(1e-300)[..., None]
 
     passed = torch.autograd.gradcheck(outputs, (s, v), raise_exception=False)
@@ -429,7 +390,7 @@ def _rnn_cases(
         for case in cases:
             s, v = case.on(dtype, device)
             out, _ = call_pure(impl.fn, s, v)
-            m, c, a = _as_triple(out, impl.label, (s.shape, s.shape, v.shape))
+            m, c, a = as_tensors(out, impl.label, (s.shape, s.shape, v.shape))
             m, c, a = m.cpu().to(F64), c.cpu().to(F64), a.cpu().to(F64)
             s64, v64 = s.cpu().to(F64), v.cpu().to(F64)
             n = s.shape[-1]
@@ -493,7 +454,7 @@ def check_monoid(rec: Recorder, impls: Sequence[Implementation], ctx: CheckConte
     Xs, Ys = (_random_states(g, count, 3, 30.0, 0.1) for _ in range(2))  # φ stays finite for |m| <= 30
     e = ref.identity((count,), 3)
     for impl in impls:
-        device = _device(impl, ctx)
+        device = device_for(impl, ctx)
         for dtype in ctx.dtypes_for(impl):
             name = f"{impl.label} [{dtype_name(dtype)}]"
             tol = identity_tolerance(dtype)
@@ -502,7 +463,7 @@ def check_monoid(rec: Recorder, impls: Sequence[Implementation], ctx: CheckConte
                 return ref.ScanState(*(t.to(dtype).to(device) for t in x))
 
             def op(x: ref.ScanState, y: ref.ScanState, impl: Implementation = impl) -> ref.ScanState:
-                m, u, w = _as_triple(invoke(impl.fn, on(x), on(y)), impl.label, (x.m.shape, x.u.shape, x.w.shape))
+                m, u, w = as_tensors(invoke(impl.fn, on(x), on(y)), impl.label, (x.m.shape, x.u.shape, x.w.shape))
                 return ref.ScanState(m.cpu().to(F64), u.cpu().to(F64), w.cpu().to(F64))
 
             with rec.guard(name):
@@ -555,7 +516,7 @@ def _stream(layers: list[Any], x: Tensor) -> tuple[Tensor, list[Any]]:
         h = x[:, t]
         for i, layer in enumerate(layers):
             h, states[i] = invoke(layer.step, h, states[i])
-        ys.append(_as_tensor(h, "step"))
+        ys.append(as_tensor(h, "step"))
     return torch.stack(ys, 1), states
 
 
@@ -572,7 +533,7 @@ def check_streaming(rec: Recorder, impls: Sequence[Implementation], ctx: CheckCo
     length = 200 if ctx.thorough else 33
     steps = 10_000 if ctx.thorough else 300
     for impl in impls:
-        device = _device(impl, ctx)
+        device = device_for(impl, ctx)
         for dtype in ctx.dtypes_for(impl):
             name = f"{impl.label} [{dtype_name(dtype)}]"
             with rec.guard(name):
@@ -589,7 +550,7 @@ def check_streaming(rec: Recorder, impls: Sequence[Implementation], ctx: CheckCo
                         with torch.no_grad():
                             y = xs
                             for layer in layers:
-                                y = _as_tensor(invoke(layer, y), "forward")
+                                y = as_tensor(invoke(layer, y), "forward")
                             y_stream, _ = _stream(layers, xs)
                         rec.record(
                             f"{name}: {depth} layer(s), {regime}: step outputs vs forward",

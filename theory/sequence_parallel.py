@@ -18,15 +18,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from attnverify.evidence import Recorder
 from attnverify.fast import sequence_parallel as sp
+from attnverify.harness import dtype_name
+from attnverify.numerics import identity_tolerance, row_scale, scaled_error
 from attnverify.proofs_checks import sequence_parallel as proofs
 from attnverify.reference import aaren as ref
 from attnverify.reference import linear_attention as ref_la
-from attnverify.theory.aaren import AAREN, dtype_name, scan_case
-from attnverify.theory.evidence import Recorder
+from attnverify.registry import CheckContext, Claim, Implementation, Paper, Subject
+from attnverify.theory.aaren import AAREN, scan_case
 from attnverify.theory.mutants import sequence_parallel as mut
-from attnverify.theory.numerics import identity_tolerance, row_scale, scaled_error
-from attnverify.theory.registry import CheckContext, Claim, Implementation, Paper, Subject
 
 LASP2 = Paper(
     key="lasp2",

@@ -1,5 +1,5 @@
 """``python -m attnverify``: the same as the ``attnverify`` command."""
 
-from attnverify.theory.cli import main
+from attnverify.cli import main
 
 main()

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from attnverify.fast import aaren as fast
 from attnverify.fast import prefix_softmax_attention
+from attnverify.numerics import identity_tolerance, row_scale, scaled_error
 from attnverify.reference import aaren as ref
 from attnverify.theory.aaren import scan_case
-from attnverify.theory.numerics import identity_tolerance, row_scale, scaled_error
 from tests.strategies import scan_cases
 
 F64, F32 = torch.float64, torch.float32

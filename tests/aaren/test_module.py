@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnverify.fast import Aaren
+from attnverify.numerics import scaled_error
 from attnverify.reference import aaren as ref
-from attnverify.theory.numerics import scaled_error
 
 F64 = torch.float64
 

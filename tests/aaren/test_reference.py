@@ -8,9 +8,9 @@ import pytest
 import torch
 from hypothesis import given
 
+from attnverify.numerics import row_scale, scaled_error
 from attnverify.reference import aaren as ref
 from attnverify.theory.aaren import scan_case
-from attnverify.theory.numerics import row_scale, scaled_error
 from tests.strategies import scan_cases
 
 F64 = torch.float64

@@ -14,12 +14,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attnverify import registry
 from attnverify.fast import aaren as fast
 from attnverify.fast import prefix_softmax_attention
+from attnverify.numerics import identity_tolerance, row_scale, scaled_error
 from attnverify.reference import aaren as ref
-from attnverify.theory import registry
 from attnverify.theory.aaren import scan_case, scan_implementations
-from attnverify.theory.numerics import identity_tolerance, row_scale, scaled_error
 from tests.strategies import scan_cases
 
 CUDA = torch.cuda.is_available()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from attnverify.theory import aaren, registry, sequence_parallel
+from attnverify import registry
+from attnverify.theory import aaren, sequence_parallel
 
 pytestmark = pytest.mark.book
 

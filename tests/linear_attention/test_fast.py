@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from attnverify.fast import linear_attention
 from attnverify.fast.linear_attention import CHUNK, causal_linear_attention
+from attnverify.numerics import scaled_error
 from attnverify.reference import linear_attention as ref
-from attnverify.theory.numerics import scaled_error
 from tests.strategies import lengths
 
 F64 = torch.float64

@@ -13,8 +13,8 @@ import torch
 
 from attnverify.fast import prefix_softmax_attention
 from attnverify.fast import sequence_parallel as sp
+from attnverify.numerics import row_scale, scaled_error
 from attnverify.theory.aaren import scan_case
-from attnverify.theory.numerics import row_scale, scaled_error
 from tests.sequence_parallel import jobs
 
 F64 = torch.float64

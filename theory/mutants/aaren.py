@@ -12,7 +12,7 @@ from torch import Tensor
 
 from attnverify.fast.aaren import Aaren, AarenState, readout
 from attnverify.reference import aaren as ref
-from attnverify.theory.registry import Mutant
+from attnverify.registry import Mutant
 
 NEG_INF = float("-inf")
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from attnverify.fast import sequence_parallel as sp
 from attnverify.fast.aaren import combine
-from attnverify.theory.registry import Mutant
+from attnverify.registry import Mutant
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 
-from attnverify.theory.evidence import Evidence, Recorder
+from attnverify.evidence import Evidence, Recorder
 
 Kind = Literal["symbolic", "identity", "approximation", "statistical"]
 Budget = Literal["default", "thorough"]

@@ -13,7 +13,18 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class SymbolicStep(Protocol):
+    """A step of a symbolic proof (``attnverify.proofs_checks.symbolic.SymbolicStep`` has this shape)."""
+
+    name: str
+
+    @property
+    def holds(self) -> bool: ...
+
+    def latex(self) -> str: ...
 
 
 class ImplementationError(Exception):
@@ -103,8 +114,8 @@ class Recorder:
         """A yes/no finding: metric 0 when ``condition`` holds, 1 otherwise, tolerance 0."""
         return self.record(name, 0.0 if condition else 1.0, 0.0, note)
 
-    def symbolic(self, steps: Sequence[Any], what: str) -> bool:
-        """One finding for a list of sympy steps (objects with ``name`` and ``holds``): how many fail."""
+    def symbolic(self, steps: Sequence[SymbolicStep], what: str) -> bool:
+        """One finding for a list of sympy steps: how many fail."""
         failed = [s.name for s in steps if not s.holds]
         self.cases += len(steps)
         return self.record(

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from attnverify.proofs_checks.aaren import SymbolicStep
-    from attnverify.theory.registry import Claim
+    from attnverify.evidence import SymbolicStep
+    from attnverify.registry import Claim
 
 _LAUNCHER = "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jupyter-book'; sys.exit(main())"
 """Runs Jupyter Book's CLI in *this* interpreter, so the notebooks' kernel imports this attnverify."""

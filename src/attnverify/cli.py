@@ -23,8 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import attnverify
-from attnverify.theory import registry
-from attnverify.theory.evidence import Evidence
+from attnverify import registry
+from attnverify.evidence import Evidence
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -238,7 +238,7 @@ def bench(suite: str, out_dir: Path, quick: bool) -> None:
 @click.option("--source", type=click.Path(file_okay=False, exists=True, path_type=Path), help="The book/ folder.")
 def book(source: Path | None) -> None:
     """Build the executed book into book/_build/html (a failing cell fails the build)."""
-    from attnverify.theory.book import build, find_source
+    from attnverify.book import build, find_source
 
     source = source or find_source()
     if source is None:
