@@ -1,4 +1,4 @@
-"""Benchmarks (DESIGN §8): named suites, each run correctness first and written as JSON, CSV and a plot.
+"""Benchmarks (benchmarks/README.md): named suites, each run correctness first and written as JSON, CSV and a plot.
 
 ``run_suite("aaren", Path("benchmarks/results"))`` is what ``attnverify bench`` calls.
 """

@@ -1,4 +1,4 @@
-"""The ``aaren`` benchmark suite (brief §5 "speed of light", §8 E1/E2): every figure a ratio of one run.
+"""The ``aaren`` benchmark suite (book/aaren.md, "Benchmarks"): every figure a ratio of one run.
 
 * **A** — forward of :func:`~attnverify.fast.prefix_softmax_attention` at ``B·H = 16``,
   ``N = 16384``, ``Dv = 64`` over ``torch.cumsum(values, dim=-2)`` on the same tensor (the

@@ -1,4 +1,4 @@
-"""Shared benchmark machinery (DESIGN §8): environment, correctness first, timing, JSON/CSV output.
+"""Shared benchmark machinery (benchmarks/README.md): environment, correctness first, timing, JSON/CSV output.
 
 A suite receives a :class:`Recorder`.  It checks each fast configuration against a float64
 reference with :meth:`Recorder.check` (a failure raises :class:`CorrectnessError`, so a wrong

@@ -1,4 +1,4 @@
-"""The ``sequence_parallel`` benchmark suite (brief §2.4, §8 E4): bytes and wall time of sequence parallelism.
+"""The ``sequence_parallel`` benchmark suite (book/sequence_parallel.md): bytes and wall time of sequence parallelism.
 
 Real gloo process groups on one machine (:func:`~attnverify.fast.sequence_parallel.run_gloo`), float32, CPU.
 Three methods: Aaren's scan with the ``"allgather"`` and the ``"chain"`` exchange, and LASP-2 linear attention.

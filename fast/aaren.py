@@ -77,7 +77,7 @@ def _alpha(m_x: Tensor, m: Tensor) -> Tensor:
 
 
 def combine(x: tuple[Tensor, Tensor, Tensor], y: tuple[Tensor, Tensor, Tensor]) -> AarenState:
-    """``x ⊕ y`` for states ``(m, u, w)``: ``m, u: (...)``, ``w: (..., D)`` (brief §2.2).
+    """``x ⊕ y`` for states ``(m, u, w)``: ``m, u: (...)``, ``w: (..., D)`` (book/aaren.md, the scan operator).
 
     ``m = max(m_x, m_y)``, ``u = α_x u_x + α_y u_y``, ``w = α_x w_x + α_y w_y``, ``α = exp(m_· - m)``
     guarded to 0 for ``m_· = -inf``; the identity is ``(-inf, 0, 0)``.
@@ -279,7 +279,7 @@ def validate_scan_inputs(scores: Tensor, values: Tensor) -> None:
 def prefix_softmax_attention(scores: Tensor, values: Tensor, *, backend: str | None = None) -> Tensor:
     """Constant-query causal softmax attention: ``out_k = sum_{i<=k} softmax(s_{1..k})_i v_i``.
 
-    Aaren's many-to-many output as an inclusive ``⊕``-scan (arXiv 2405.13956; brief §2.2, §3).
+    Aaren's many-to-many output as an inclusive ``⊕``-scan (arXiv 2405.13956; book/aaren.md, our formulation).
 
     Args:
         scores: ``(..., N)``, float16/bfloat16/float32/float64.  ``-inf`` marks a masked token.
@@ -306,7 +306,7 @@ def prefix_softmax_attention(scores: Tensor, values: Tensor, *, backend: str | N
 
 
 # ---------------------------------------------------------------------------
-# The Aaren module (brief §2.3, §3)
+# The Aaren module (arXiv 2405.13956; book/aaren.md, "Our formulation and the paper's")
 # ---------------------------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
 """Symbolic proofs for the Aaren claims (sympy).  Each returns :class:`SymbolicStep` records.
 
-* :func:`cell_induction` — the stable cell keeps ``c_k = sum e^{s_i - m_k}`` (brief §2.1);
+* :func:`cell_induction` — the stable cell keeps ``c_k = sum e^{s_i - m_k}`` (book/aaren.md, "The many-to-one cell");
 * :func:`monoid_laws` — ``⊕`` is associative (13 weak orderings of three maxima), has the
-  identity ``e = (-inf, 0, 0)``, and is a homomorphic image of addition (brief §2.2);
+  identity ``e = (-inf, 0, 0)``, and is a homomorphic image of addition (book/aaren.md, the scan operator);
 * :func:`reference_point_invariance` and :func:`softmax_shift` — the shift identities (claim 4).
 
 A step *holds* when its residual simplifies to exactly 0.  Results are cached: they do not
@@ -28,7 +28,7 @@ def alpha(m_x: sp.Expr, m: sp.Expr) -> sp.Expr:
 
 
 def oplus(x: State, y: State) -> State:
-    """``(m_x,u_x,w_x) ⊕ (m_y,u_y,w_y)`` with ``m = Max(m_x, m_y)`` (brief §2.2)."""
+    """``(m_x,u_x,w_x) ⊕ (m_y,u_y,w_y)`` with ``m = Max(m_x, m_y)`` (book/aaren.md, the scan operator)."""
     m = sp.Max(x[0], y[0])
     a_x, a_y = alpha(x[0], m), alpha(y[0], m)
     return (m, x[1] * a_x + y[1] * a_y, x[2] * a_x + y[2] * a_y)

@@ -1,7 +1,7 @@
 """Attention as a many-to-one RNN and as a prefix scan (Aaren), written plainly.
 
 Transcribes arXiv 2405.13956 ("Attention as an RNN", Feng et al. 2024) in the
-formulation of ``shared/papers/aaren.md``.  Everything here is meant to be read
+formulation of ``book/aaren.md`` ("Our formulation and the paper's").  Everything here is meant to be read
 next to the equations: loops are fine, speed is not a goal, and nothing here
 validates its input (the fast API does that).
 
@@ -42,7 +42,7 @@ class CellTrajectory(NamedTuple):
 
 
 # ---------------------------------------------------------------------------
-# The scan operator (brief §2.2)
+# The scan operator (book/aaren.md, "The scan operator is a monoid")
 # ---------------------------------------------------------------------------
 
 
@@ -64,7 +64,7 @@ def rescale(m_x: Tensor, m: Tensor) -> Tensor:
 def combine(x: ScanState, y: ScanState) -> ScanState:
     """``(m_A,u_A,w_A) ⊕ (m_B,u_B,w_B) = (m, u_A α_A + u_B α_B, w_A α_A + w_B α_B)``, ``m = max(m_A, m_B)``.
 
-    ``α_X = exp(m_X - m)`` (guarded: 0 for ``m_X = -inf``).  Brief §2.2.
+    ``α_X = exp(m_X - m)`` (guarded: 0 for ``m_X = -inf``); see the book chapter's scan operator section.
     """
     m = torch.maximum(x.m, y.m)
     alpha_x = rescale(x.m, m)
@@ -99,7 +99,7 @@ def phi(state: ScanState) -> tuple[Tensor, Tensor]:
 
 
 # ---------------------------------------------------------------------------
-# The many-to-one RNN cell (brief §2.1)
+# The many-to-one RNN cell (book/aaren.md, "The many-to-one cell")
 # ---------------------------------------------------------------------------
 
 
@@ -171,7 +171,7 @@ def cell_outputs(trajectory: CellTrajectory) -> Tensor:
 
 
 # ---------------------------------------------------------------------------
-# Prefix scans (brief §2.2): three classical schedules of the same ⊕
+# Prefix scans (book/aaren.md, "The scan operator is a monoid"): three classical schedules of the same ⊕
 # ---------------------------------------------------------------------------
 
 
@@ -257,14 +257,14 @@ def blelloch_scan(scores: Tensor, values: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------
-# Ground truth: masked quadratic constant-query attention (brief §3)
+# Ground truth: masked quadratic constant-query attention (book/aaren.md, "Our formulation and the paper's")
 # ---------------------------------------------------------------------------
 
 
 def causal_constant_query_attention(scores: Tensor, values: Tensor) -> Tensor:
     """Row ``k`` of ``softmax(S + mask) V`` with ``S_{k,i} = s_i`` and mask 0 for ``i <= k``, else ``-inf``.
 
-    ``O(N^2)`` memory.  A row whose scores are all ``-inf`` is defined as 0 (brief §3).
+    ``O(N^2)`` memory.  A row whose scores are all ``-inf`` is defined as 0 (our masking convention, book/aaren.md).
     """
     n = scores.shape[-1]
     causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()

@@ -1,4 +1,4 @@
-"""Shared test configuration: hypothesis profiles (DESIGN §5) and NaN-filled scratch buffers."""
+"""Shared test configuration: hypothesis profiles (CONTRIBUTING.md, "Tests") and NaN-filled scratch buffers."""
 
 from __future__ import annotations
 

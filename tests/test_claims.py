@@ -1,4 +1,4 @@
-"""Every registered claim holds, and every planted-bug mutant is rejected (DESIGN §1, §5).
+"""Every registered claim holds, and every planted-bug mutant is rejected (CONTRIBUTING.md, "Claims").
 
 Adding a claim to the registry adds its tests here automatically.
 """

@@ -1,4 +1,4 @@
-"""The command line: exit codes, the verdict table, ``--json`` and ``--impl`` (DESIGN §7)."""
+"""The command line: exit codes, the verdict table, ``--json`` and ``--impl`` (README.md)."""
 
 from __future__ import annotations
 

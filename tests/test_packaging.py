@@ -1,4 +1,4 @@
-"""Packaging and architecture: the wheel works on its own; the layers import only what they may (DESIGN §2)."""
+"""Packaging and architecture: the wheel works on its own; the layers import only what they may (CONTRIBUTING.md)."""
 
 from __future__ import annotations
 

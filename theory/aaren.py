@@ -1,6 +1,6 @@
 """Aaren claims ("Attention as an RNN", arXiv 2405.13956): statements, cases and checks.
 
-Claim ids follow ``shared/papers/aaren.md`` §4.  Each check compares the implementations under
+Claim ids follow ``book/aaren.md`` ("The claims").  Each check compares the implementations under
 test with float64 ground truth computed here from the reference module (``reference/aaren.py``)
 or from torch's own softmax, records every comparison as a finding, and never trusts an
 implementation to validate itself.
@@ -67,7 +67,7 @@ class ScanCase:
         return self.scores.to(dtype).to(device), self.values.to(dtype).to(device)
 
     def ground_truth(self, dtype: torch.dtype) -> Tensor:
-        """The float64 reference output on the inputs as rounded to ``dtype`` (brief §4)."""
+        """The float64 reference output on the inputs as rounded to ``dtype`` (CONTRIBUTING.md, numerics)."""
         s, v = self.on(dtype, "cpu")
         return ref.causal_constant_query_attention(s.to(F64), v.to(F64))
 
@@ -184,7 +184,7 @@ def _sdpa(scores: Tensor, values: Tensor) -> Tensor:
 
 
 def check_scan_equals_causal_softmax(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
-    """Every implementation equals row ``k`` of ``softmax(S + mask) V`` (brief §4, claim 3)."""
+    """Every implementation equals row ``k`` of ``softmax(S + mask) V`` (book/aaren.md, "The claims")."""
     cases = scan_cases(ctx)
     with rec.worst("ground truth: masked quadratic softmax = torch SDPA (float64)") as agree:
         for case in cases:
@@ -291,7 +291,7 @@ def _scan_causality(
 
 
 def shift_tolerance(dtype: torch.dtype, n: int, delta: float, max_score: float) -> float:
-    """``identity tolerance + 8 (|δ| + max|s|) ε``: shifting rounds scores at ``|s + δ|`` (brief §4)."""
+    """``identity tolerance + 8 (|δ| + max|s|) ε``: shifting rounds scores at ``|s + δ|`` (CONTRIBUTING.md)."""
     return identity_tolerance(dtype, n) + 8 * (abs(delta) + max_score) * 2 * UNIT_ROUNDOFF[dtype]
 
 
@@ -350,7 +350,7 @@ def rnn_cases(ctx: CheckContext) -> list[ScanCase]:
 
 
 def check_rnn_cell(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
-    """The stable cell's output is softmax attention and its state obeys the invariant (brief §2.1)."""
+    """The stable cell's output is softmax attention and its state obeys the invariant (book/aaren.md, the cell)."""
     rec.symbolic(proofs.cell_induction(), "induction step of the cell, three cases of the max")
     cases = rnn_cases(ctx)
     for impl in impls:
@@ -446,7 +446,7 @@ def _absolute(x: ref.ScanState) -> ref.ScanState:
 
 
 def check_monoid(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
-    """``⊕`` is associative with identity ``e = (-inf, 0, 0)`` and maps to ``+`` under φ (brief §2.2)."""
+    """``⊕`` is associative with identity ``e = (-inf, 0, 0)`` and maps to ``+`` under φ (book/aaren.md)."""
     rec.symbolic(proofs.monoid_laws(), "associativity in 13 orderings of the maxima, identity, homomorphism")
     count = 4000 if ctx.thorough else 400
     g = torch.Generator().manual_seed(ctx.seed)
@@ -527,7 +527,7 @@ def _numel(state: Any) -> int:
 
 def check_streaming(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """``step`` from ``init_state`` reproduces ``forward`` (1-3 stacked layers); the state has
-    ``B·H·(d_head + 2)`` numbers per layer after 1 and after ``T`` steps (brief §4, claim 5)."""
+    ``B·H·(d_head + 2)`` numbers per layer after 1 and after ``T`` steps (book/aaren.md, "The claims")."""
     d_model, n_heads, batch = 16, 4, 4
     d_head = d_model // n_heads
     length = 200 if ctx.thorough else 33

@@ -1,4 +1,4 @@
-"""Triton kernel for the Aaren prefix scan (arXiv 2405.13956; brief §5 "Triton").
+"""Triton kernel for the Aaren prefix scan (arXiv 2405.13956; book/aaren.md, "Triton kernel").
 
 One program per (row, block of ``BLOCK_D`` value columns).  It walks the row in tiles of
 ``BLOCK_N`` tokens: loads the leaves ``(m_i, u_i, w_i)`` (``m = -inf``, ``u = w = 0`` past the

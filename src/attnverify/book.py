@@ -1,4 +1,4 @@
-"""Build the executed book (DESIGN §6), and the helpers its pages share.
+"""Build the executed book (CONTRIBUTING.md, "Adding a paper"), and the helpers its pages share.
 
 ``attnverify book`` calls :func:`find_source` and :func:`build`; the chapters call the page
 helpers at the end of this module, so every chapter shows claims, proofs and mutants alike.

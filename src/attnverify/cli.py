@@ -1,4 +1,4 @@
-"""The ``attnverify`` command line (DESIGN §7): ``list``, ``verify``, ``bench``, ``book``.
+"""The ``attnverify`` command line (README.md, "Other commands"): ``list``, ``verify``, ``bench``, ``book``.
 
 Exit codes: 0 when every selected claim holds, 1 when any fails, 2 on bad arguments (with a
 one-line message on stderr).

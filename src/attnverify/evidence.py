@@ -64,7 +64,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class Evidence:
-    """The result of one claim's check (DESIGN §1)."""
+    """The result of one claim's check (CONTRIBUTING.md, "Claims, evidence, mutants")."""
 
     holds: bool
     metric: float

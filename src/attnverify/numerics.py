@@ -1,4 +1,4 @@
-"""Error metrics and the tolerance policy (DESIGN §4; brief §4).
+"""Error metrics and the tolerance policy (CONTRIBUTING.md, "Numerics and tolerances").
 
 Ground truth is a float64 reference on CPU.  Errors are measured per row and relative to
 that row's scale (``max |v|`` for attention outputs, which lie in the convex hull of the
@@ -21,7 +21,7 @@ UNIT_ROUNDOFF = {
 """Unit roundoff ``u`` of each floating dtype (half an ulp at 1)."""
 
 BASE_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
-"""Relative tolerance of an exact identity in each accumulation dtype (DESIGN §4)."""
+"""Relative tolerance of an exact identity in each accumulation dtype (CONTRIBUTING.md, "Numerics and tolerances")."""
 
 TINY = 1e-300
 

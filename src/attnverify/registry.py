@@ -1,4 +1,4 @@
-"""The claim registry: one list of claims that the CLI, the tests and the book all read (DESIGN §1).
+"""The claim registry: one list of claims that the CLI, the tests and the book all read (CONTRIBUTING.md).
 
 A :class:`Claim` is data: an id, its paper, a statement, a kind, the subject it is about
 (the callable that ``--impl`` replaces), a check that returns :class:`Evidence`, and the
@@ -98,7 +98,7 @@ CheckFn = Callable[[Recorder, Sequence[Implementation], CheckContext], None]
 
 @dataclass(frozen=True)
 class Claim:
-    """One verified statement (DESIGN §1)."""
+    """One verified statement (CONTRIBUTING.md, "Claims, evidence, mutants")."""
 
     id: str
     paper: Paper

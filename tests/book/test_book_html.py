@@ -1,4 +1,4 @@
-"""The built book, tested as a web page (DESIGN §6): headless Chromium, no network.
+"""The built book, tested as a web page: headless Chromium, no network.
 
 Build first (``attnverify book``), then ``pytest -m book tests/book``.  These tests never build
 the book themselves, and they fail (they do not skip) when the build output is missing.  Each

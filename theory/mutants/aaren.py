@@ -2,7 +2,7 @@
 
 Each mutant has the signature of the subject it replaces; the claims that list it must
 reject it (``tests/test_claims.py`` proves they do).  Several are bugs seen in public code
-or made while writing attnverify (brief §6).
+or made while writing attnverify (book/aaren.md, "The mutants, and how each is rejected").
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ LOW_PRECISION_ACCUMULATOR = Mutant(
 
 
 def cell_init_m_zero(scores: Tensor, values: Tensor) -> ref.CellTrajectory:
-    """The stable cell started from ``m_0 = 0`` (the paper's initial state is not confirmed; brief §7)."""
+    """The stable cell started from ``m_0 = 0`` (the paper's initial state is unconfirmed: book/aaren.md)."""
     batch = scores.shape[:-1]
     zero = torch.zeros(batch, dtype=values.dtype)
     initial = ref.ScanState(zero, zero.clone(), torch.zeros((*batch, values.shape[-1]), dtype=values.dtype))
