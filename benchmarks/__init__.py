@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from attnverify.benchmarks import aaren, sequence_parallel
@@ -14,9 +15,10 @@ SUITES: dict[str, Suite] = {"aaren": aaren.SUITE, "sequence_parallel": sequence_
 """Every suite by name; a :class:`Suite` is called with a :class:`Recorder`."""
 
 
-def run_suite(name: str, out_dir: Path, *, quick: bool = False) -> Path:
+def run_suite(name: str, out_dir: Path, *, quick: bool = False, progress: Callable[[str], None] | None = None) -> Path:
     """Run suite ``name`` (``quick``: small sizes, seconds) and write its results to ``out_dir``.
 
+    ``progress`` is called after every measured point (:class:`~attnverify.benchmarks.runner.Recorder`).
     Returns the JSON path; the CSV (the timing rows) and PNG (the plot) sit next to it.
     Raises ``KeyError`` for an unknown suite and :class:`~attnverify.benchmarks.runner.CorrectnessError`
     when a fast configuration disagrees with its float64 reference.
@@ -24,7 +26,7 @@ def run_suite(name: str, out_dir: Path, *, quick: bool = False) -> Path:
     if name not in SUITES:
         raise KeyError(f"unknown benchmark suite {name!r}; known suites: {', '.join(sorted(SUITES))}")
     suite = SUITES[name]
-    recorder = Recorder(name, quick=quick)
+    recorder = Recorder(name, quick=quick, progress=progress)
     suite(recorder)
     return write_results(recorder.results(), Path(out_dir), suite.plot)
 

@@ -9,6 +9,7 @@ same run with :meth:`Recorder.target`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import importlib.metadata
@@ -18,12 +19,16 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 from torch import Tensor
 from torch.utils.benchmark import Timer
 
@@ -121,10 +126,15 @@ def environment() -> dict[str, Any]:
 
 
 class Recorder:
-    """Collects one run of a suite: correctness records, timing rows, target ratios and skips."""
+    """Collects one run of a suite: correctness records, timing rows, target ratios and skips.
 
-    def __init__(self, suite: str, *, quick: bool) -> None:
+    ``progress``, if given, is called with a short label after every measured point: each
+    correctness check and each timing row (see :func:`watch`).
+    """
+
+    def __init__(self, suite: str, *, quick: bool, progress: Callable[[str], None] | None = None) -> None:
         self.suite = suite
+        self.progress = progress
         self.quick = quick
         self.min_run_time = 0.02 if quick else 0.5
         self.date = dt.date.today().isoformat()
@@ -146,6 +156,7 @@ class Recorder:
         )
         passed = error <= tol
         self.correctness.append({"name": name, "max_error": error, "tolerance": tol, "passed": passed})
+        self._point(f"checked {name}")
         if not passed:
             raise CorrectnessError(f"{self.suite}: {name}: relative error {error:.3g} > tolerance {tol:.3g}")
 
@@ -207,7 +218,12 @@ class Recorder:
         if clash := row.keys() & extra.keys():
             raise ValueError(f"extra: {sorted(clash)} are standard row fields")
         self.rows.append({**row, **extra})
+        self._point(f"timed {method} {pass_} N={n} {row['dtype']}")
         return seconds
+
+    def _point(self, label: str) -> None:
+        if self.progress is not None:
+            self.progress(label)
 
     def target(self, name: str, ratio: float, target: float, comparison: str, details: dict[str, Any]) -> None:
         """Record ``ratio`` against ``target`` (``comparison`` is ``"<="`` or ``">="``)."""
@@ -272,3 +288,70 @@ def load_latest(results_dir: Path, suite: str) -> dict[str, Any]:
     if not runs:
         raise FileNotFoundError(f"no results of suite {suite!r} in {results_dir}")
     return max(runs, key=lambda r: (r["date"], not r["quick"], r["environment"]["timestamp"]))
+
+
+def points(results: dict[str, Any]) -> int:
+    """Measured points of a run: correctness checks and timing rows (what :func:`watch` counts)."""
+    return len(results["correctness"]) + len(results["rows"])
+
+
+def expected_points(suite: str, quick: bool, *results_dirs: Path) -> int | None:
+    """Points of the newest earlier run of ``suite`` on this device with the same ``quick``; ``None`` if none."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    earlier = [
+        json.loads(p.read_text())
+        for d in dict.fromkeys(Path(d).resolve() for d in results_dirs)
+        for p in d.glob(f"{suite}-{device}-*.json")
+    ]
+    earlier = [r for r in earlier if r.get("suite") == suite and r.get("quick") == quick]
+    if not earlier:
+        return None
+    return points(max(earlier, key=lambda r: r["environment"]["timestamp"]))
+
+
+@contextlib.contextmanager
+def watch(suite: str, total: int | None, console: Console | None = None) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar (on stderr by default) over a run's measured points; yields the ``progress`` callback.
+
+    ``total`` is the expected number of points (:func:`expected_points`; ``None``: unknown, the bar
+    pulses); a run that measures more raises it, and the bar ends full.
+    """
+    with Progress(
+        TextColumn(f"[bold]{suite}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}", markup=False),
+        console=console or Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("starting", total=total)
+
+        def advance(label: str) -> None:
+            done = bar.tasks[0].completed + 1
+            if total is not None and done > (bar.tasks[0].total or 0):
+                bar.update(task, total=done)
+            bar.update(task, advance=1, description=label, refresh=True)
+
+        yield advance
+        bar.update(task, total=bar.tasks[0].completed, description="done")
+
+
+def summary_table(results: dict[str, Any]) -> Table:
+    """Each target of a run: its measured ratio, the target, and whether it was met."""
+    table = Table(
+        title=f"{results['suite']} on {results['device']}" + (" (quick sizes)" if results["quick"] else ""),
+        caption=f"{points(results)} points measured in {results['wall_seconds']:.0f} s; "
+        f"{len(results['skipped'])} measurement(s) not run (see the JSON's 'skipped')",
+    )
+    table.add_column("target", overflow="fold")
+    table.add_column("ratio", justify="right")
+    table.add_column("needed", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    for target in results["targets"]:
+        table.add_row(
+            Text(target["name"]),
+            f"{target['ratio']:.3g}",
+            f"{target['comparison']} {target['target']:g}",
+            "[green]met[/]" if target["met"] else "[red]missed[/]",
+        )
+    return table

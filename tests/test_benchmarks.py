@@ -1,29 +1,91 @@
-"""The benchmark runner: quick ``aaren`` and ``sequence_parallel`` runs write well-formed results that plot."""
+"""The benchmark runner: quick ``aaren`` and ``sequence_parallel`` runs write well-formed results that plot;
+``attnverify bench`` shows its progress on stderr and a table of the targets when done."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import matplotlib
 import pytest
+from click.testing import CliRunner, Result
 from matplotlib.figure import Figure
+from rich.console import Console
 
 from attnverify.benchmarks import SUITES, run_suite
 from attnverify.benchmarks import sequence_parallel as sp_bench
 from attnverify.benchmarks.aaren import plot
-from attnverify.benchmarks.runner import ROW_FIELDS, load_latest
+from attnverify.benchmarks.runner import ROW_FIELDS, expected_points, load_latest, points, watch
+from attnverify.cli import cli
 
 matplotlib.use("Agg")
 
 
+def _bench(out: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["bench", "--quick", "--out", str(out), *args], catch_exceptions=False)
+
+
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_suite("aaren", tmp_path_factory.mktemp("bench"), quick=True)
+def quick_cli(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
+    """One quick ``aaren`` run through ``attnverify bench``, into a fresh ``--out`` folder."""
+    out = tmp_path_factory.mktemp("bench") / "nested" / "out"
+    result = _bench(out)
+    assert result.exit_code == 0, result.output
+    (json_path,) = out.glob("aaren-*-quick.json")
+    return json_path, result
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_cli: tuple[Path, Result]) -> Path:
+    return quick_cli[0]
+
+
+def test_bench_progress_on_stderr_and_targets_on_stdout(quick_cli: tuple[Path, Result]) -> None:
+    json_path, result = quick_cli
+    results = json.loads(json_path.read_text())
+    n = points(results)
+    assert n == len(results["correctness"]) + len(results["rows"]) > 10
+    # stderr is not a terminal here, so rich prints the bar once, at its end: full, every point counted
+    assert re.search(rf"aaren .* {n}/{n} .*done", result.stderr), result.stderr
+    assert "done" not in result.stdout and "wrote" not in result.stderr
+    table = result.stdout
+    assert results["targets"]
+    for target in results["targets"]:
+        row = next(line for line in table.splitlines() if target["name"][:40] in line)
+        verdict = "met" if target["met"] else "missed"
+        assert f"{target['ratio']:.3g}" in row and re.search(rf"\b{verdict}\b", row), row
+        assert f"{target['comparison']} {target['target']:g}" in row
+    assert f"wrote {json_path}" in result.stdout
+
+
+def test_bench_out_folder_is_honoured_and_its_default_documented(quick_cli: tuple[Path, Result]) -> None:
+    json_path, _ = quick_cli
+    assert json_path.parent.name == "out" and json_path.with_suffix(".csv").is_file()
+    help_text = CliRunner().invoke(cli, ["bench", "--help"]).output
+    assert re.search(r"--out DIRECTORY.*\[default:\s+benchmarks/results\]", help_text, re.S), help_text
+    # the next run of the same suite in the same folder knows how many points to expect
+    assert expected_points("aaren", True, json_path.parent) == points(json.loads(json_path.read_text()))
+    assert expected_points("aaren", False, json_path.parent) is None
+
+
+def test_progress_bar_advances_over_every_point() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with watch("demo", 2, console=console) as progress:
+        progress("checked first")
+        progress("timed second")
+        progress("timed third")  # more points than expected: the total follows
+    text = out.getvalue()
+    lines = re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text))
+    states = [m.groups() for line in lines if (m := re.search(r"(\d+/\d+) \d+:\d\d:\d\d (.*?)\s*$", line))]
+    assert ("1/2", "checked first") in states and ("2/2", "timed second") in states, states
+    assert ("3/3", "timed third") in states and states[-1][0] == "3/3", states
 
 
 def test_quick_aaren_results_schema(quick_run: Path) -> None:

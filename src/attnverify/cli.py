@@ -222,15 +222,29 @@ def _print_verdicts(results: list[tuple[registry.Claim, Evidence]], impl_spec: s
     default=Path("benchmarks/results"),
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the results (JSON, CSV, PNG), relative to the current directory; created if missing.",
 )
 @click.option("--quick", is_flag=True, help="Tiny sizes: a smoke run of seconds.")
 def bench(suite: str, out_dir: Path, quick: bool) -> None:
-    """Run a benchmark suite (correctness first); write CSV/JSON and a plot."""
+    """Run a benchmark suite (correctness first); write CSV/JSON and a plot.
+
+    A progress bar over the measured points runs on stderr; a table of the targets (measured
+    ratio, target, met or missed) is printed when the run ends.  Exit code 1 if a fast
+    configuration disagrees with its float64 reference (nothing is then timed or written).
+    """
     from attnverify.benchmarks import SUITES, run_suite
+    from attnverify.benchmarks.runner import CorrectnessError, expected_points, summary_table, watch
 
     if suite not in SUITES:
         fail(f"--suite: unknown suite {suite!r}; known: {', '.join(sorted(SUITES))}")
-    path = run_suite(suite, out_dir, quick=quick)
+    total = expected_points(suite, quick, out_dir, Path(__file__).resolve().parents[2] / "benchmarks" / "results")
+    try:
+        with watch(suite, total) as progress:
+            path = run_suite(suite, out_dir, quick=quick, progress=progress)
+    except CorrectnessError as exc:
+        Console(stderr=True).print(f"[red]✗[/] {exc}", markup=True, highlight=False)
+        sys.exit(1)
+    Console(width=max(120, Console().width)).print(summary_table(json.loads(path.read_text())))
     click.echo(f"wrote {path}")
 
 
