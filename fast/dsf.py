@@ -1,0 +1,178 @@
+"""The chunked kernels of the DSF family (arXiv 2405.15731): gated linear attention, one engine.
+
+``gated_linear_attention`` runs ``S_t = diag(e^{g_t}) S_{t-1} + k_t v_tᵀ``, ``o_t = S_tᵀ q_t`` (GLA,
+arXiv 2312.06635, §4) in two-level chunks; linear attention (no decay), RetNet/Lightning (one constant
+decay per head), SSD (a decay per head and step) and GLA (a decay per key channel) are its cases
+(book/dsf.md, "One kernel for the family").  Verified against ``attnverify.reference.dsf``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from attnverify.fast._dispatch import accumulation_dtype, require_float, require_same, require_tensor
+
+CHUNK = 64
+SUBCHUNK = 16
+
+
+def validate_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """``q, k: (B, H, T, D)`` and ``v: (B, H, T, Dv)``, floating, one dtype and device; raise naming the argument."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        require_tensor(name, t)
+        require_float(name, t)
+        if t.dim() != 4:
+            raise ValueError(f"{name}: expected shape (B, H, T, D), got {tuple(t.shape)}")
+    require_same(("q", "k"), q, k)
+    require_same(("q", "v"), q, v)
+    if k.shape != q.shape:
+        raise ValueError(f"k: expected the shape of q {tuple(q.shape)}, got {tuple(k.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v: expected shape {(*q.shape[:3], 'Dv')}, got {tuple(v.shape)}")
+
+
+def _validate_decay(q: Tensor, log_decay: Tensor) -> None:
+    require_tensor("log_decay", log_decay)
+    require_same(("q", "log_decay"), q, log_decay)
+    if tuple(log_decay.shape) not in (tuple(q.shape[:3]), tuple(q.shape)):
+        raise ValueError(
+            f"log_decay: expected shape {tuple(q.shape[:3])} (per head) or {tuple(q.shape)} (per key channel), "
+            f"got {tuple(log_decay.shape)}"
+        )
+    if bool((log_decay > 0).any()) or bool(torch.isnan(log_decay).any()):
+        raise ValueError("log_decay: expected natural-log decays <= 0 (gates e^g in (0, 1]), got a positive or NaN")
+
+
+def _subchunk(chunk: int) -> int:
+    """The largest divisor of ``chunk`` that is at most :data:`SUBCHUNK`."""
+    return max(c for c in range(1, min(chunk, SUBCHUNK) + 1) if chunk % c == 0)
+
+
+def _intra_per_key(qc: Tensor, kc: Tensor, G: Tensor, sub: int) -> Tensor:
+    """``P_tj = Σ_c q_tc k_jc e^{G_tc - G_jc}`` (``j <= t``) inside each chunk, in ``sub × sub`` sub-blocks.
+
+    ``qc, kc, G: (B, H, n, C, Dk)`` with ``G`` the chunk-local inclusive cumsum → ``(B, H, n, C, C)``.
+    Off-diagonal sub-blocks are one matmul of ``q ⊙ e^{G - G_ref}`` and ``k ⊙ e^{G_ref - G}`` with ``G_ref``
+    the first row of the query sub-chunk, so both exponents are ``<= 0``; diagonal sub-blocks are formed
+    elementwise in log space.
+    """
+    *lead, C, _ = qc.shape
+    ns = C // sub
+    qs, ks, Gs = (t.unflatten(-2, (ns, sub)) for t in (qc, kc, G))  # (..., ns, sub, Dk)
+    ref = Gs[..., :1, :]  # (..., ns, 1, Dk): G at the start of each query sub-chunk
+    q_tilde = qs * torch.exp(Gs - ref)  # (..., ns, sub, Dk)
+    key_sub = torch.arange(C, device=qc.device) // sub  # sub-chunk of each key
+    earlier = key_sub[None, :] < torch.arange(ns, device=qc.device)[:, None]  # (ns, C): key before query sub-chunk
+    gap = (ref - G[..., None, :, :]).masked_fill(~earlier[:, :, None], -math.inf)  # (..., ns, C, Dk), <= 0
+    k_tilde = kc[..., None, :, :] * torch.exp(gap)
+    off = q_tilde @ k_tilde.transpose(-1, -2)  # (..., ns, sub, C)
+    causal = torch.ones(sub, sub, dtype=torch.bool, device=qc.device).tril()
+    diag_gap = (Gs[..., :, None, :] - Gs[..., None, :, :]).masked_fill(~causal[:, :, None], -math.inf)
+    diag = (qs[..., :, None, :] * ks[..., None, :, :] * torch.exp(diag_gap)).sum(-1)  # (..., ns, sub, sub)
+    same = torch.eye(ns, dtype=torch.bool, device=qc.device)[:, None, :, None]  # (ns, 1, ns, 1)
+    blocks = torch.where(same, diag[..., None, :], off.unflatten(-1, (ns, sub)))  # (..., ns, sub, ns, sub)
+    return blocks.reshape(*lead, C, C)
+
+
+def _chunked(
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, chunk: int, state: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Two-level chunked GLA (arXiv 2312.06635, §4.2-4.3); ``log_decay`` is ``None``, ``(B, H, T, 1)`` or
+    ``(B, H, T, Dk)``.  Returns ``(o: (B, H, T, Dv), S_T: (B, H, Dk, Dv))``.
+
+    ``O_[n] = (Q ⊙ e^{Ĝ}) S_[n-1] + P_[n] V_[n]``;  ``S_[n] = e^{Ĝ_last} ⊙ S_[n-1] + (K ⊙ e^{Ĝ_last - Ĝ})ᵀ V``.
+    Tail padding has ``k = 0`` and ``g = 0``, so it neither writes to nor decays the state.
+    """
+    B, H, T, Dk = q.shape
+    n = -(-T // chunk)
+    pad = n * chunk - T
+    if pad:
+        q, k, v = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        if log_decay is not None:
+            log_decay = torch.nn.functional.pad(log_decay, (0, 0, 0, pad))
+    qc, kc, vc = (t.unflatten(2, (n, chunk)) for t in (q, k, v))  # (B, H, n, C, ·)
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    if log_decay is None:
+        P = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0.0)
+        writes = kc.transpose(-1, -2) @ vc  # (B, H, n, Dk, Dv)
+        before = writes.cumsum(2) - writes
+        if state is not None:
+            before = before + state[:, :, None]
+        out = P @ vc + qc @ before
+        final = before[:, :, -1] + writes[:, :, -1]
+        return out.flatten(2, 3)[:, :, :T], final
+    G = log_decay.unflatten(2, (n, chunk)).cumsum(3)  # (B, H, n, C, 1 or Dk): chunk-local inclusive cumsum
+    last = G[..., -1:, :]  # (B, H, n, 1, ·)
+    if G.shape[-1] == 1:  # one decay per head: the whole chunk in one masked matmul
+        gap = (G - G.transpose(-1, -2)).masked_fill(~causal, -math.inf)
+        P = (qc @ kc.transpose(-1, -2)) * torch.exp(gap)
+    else:
+        P = _intra_per_key(qc, kc, G, _subchunk(chunk))
+    writes = (kc * torch.exp(last - G)).transpose(-1, -2) @ vc  # (B, H, n, Dk, Dv)
+    carry = torch.exp(last).transpose(-1, -2)  # (B, H, n, Dk or 1, 1)
+    S = torch.zeros(B, H, Dk, v.shape[-1], dtype=q.dtype, device=q.device) if state is None else state
+    befores = []
+    for i in range(n):
+        befores.append(S)
+        S = carry[:, :, i] * S + writes[:, :, i]
+    before = torch.stack(befores, 2)  # (B, H, n, Dk, Dv): the state entering each chunk
+    out = P @ vc + (qc * torch.exp(G)) @ before
+    return out.flatten(2, 3)[:, :, :T], S
+
+
+def gated_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor | None = None,
+    *,
+    normalize: bool = False,
+    chunk_size: int = CHUNK,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Gated linear attention ``S_t = diag(e^{g_t}) S_{t-1} + k_t v_tᵀ``, ``o_t = S_tᵀ q_t`` (arXiv 2312.06635, eq. 3).
+
+    Each step decays, then adds; token ``t`` sees itself.  No feature map or scale is applied (pass
+    ``φ(q)``, ``ψ(k)``).  Two-level chunked: chunks of ``chunk_size`` carry the state, sub-chunks of up
+    to 16 tokens split each chunk's per-key-channel weights (book/dsf.md).
+
+    Args:
+        q, k: ``(B, H, T, Dk)``; v: ``(B, H, T, Dv)``; one dtype and device.
+        log_decay: ``g``, natural-log gates ``<= 0``: ``(B, H, T)`` (one per head and step) or
+            ``(B, H, T, Dk)`` (per key channel); ``None``: no decay (causal linear attention).
+        normalize: divide ``o_t`` by ``q_tᵀ z_t`` with ``z_t = e^{g_t} z_{t-1} + k_t``; the caller keeps it
+            away from 0 (e.g. positive features).
+        chunk_size: tokens per chunk (``>= 1``); any ``T`` works, the tail chunk is padded inertly.
+        initial_state: ``(B, H, Dk, Dv)`` (``(B, H, Dk, Dv + 1)`` with ``z_0`` as the last column when
+            ``normalize``): the state before the first token.
+        output_final_state: also return the state after the last token (same layout as ``initial_state``).
+
+    Returns ``o: (B, H, T, Dv)`` in the input dtype (float16/bfloat16 accumulate in float32), or
+    ``(o, S_T)`` with ``output_final_state``.
+    """
+    validate_qkv(q, k, v)
+    if log_decay is not None:
+        _validate_decay(q, log_decay)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
+    dv = v.shape[-1]
+    expected = (*q.shape[:2], q.shape[-1], dv + int(normalize))
+    if initial_state is not None:
+        require_tensor("initial_state", initial_state)
+        require_same(("q", "initial_state"), q, initial_state)
+        if initial_state.shape != expected:
+            raise ValueError(f"initial_state: expected shape {expected}, got {tuple(initial_state.shape)}")
+    dtype, acc = q.dtype, accumulation_dtype(q.dtype)
+    q, k, v = q.to(acc), k.to(acc), v.to(acc)
+    if normalize:
+        v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
+    g = None if log_decay is None else (log_decay[..., None] if log_decay.dim() == 3 else log_decay).to(acc)
+    out, final = _chunked(q, k, v, g, chunk_size, None if initial_state is None else initial_state.to(acc))
+    if normalize:
+        out = out[..., :dv] / out[..., dv:]
+    out = out.to(dtype)
+    return (out, final.to(dtype)) if output_final_state else out
