@@ -351,7 +351,7 @@ def rnn_cases(ctx: CheckContext) -> list[ScanCase]:
 
 def check_rnn_cell(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """The stable cell's output is softmax attention and its state obeys the invariant (book/aaren.md, the cell)."""
-    rec.symbolic(proofs.cell_induction(), "induction step of the cell, three cases of the max")
+    rec.symbolic(proofs.cell_induction(), "induction on k: base, step in three cases of the max, output")
     cases = rnn_cases(ctx)
     for impl in impls:
         device = device_for(impl, ctx)
@@ -667,7 +667,9 @@ CLAIMS = (
             r"From $(m_0,c_0,a_0)=(-\infty,0,0)$, the cell $m_k=\max(m_{k-1},s_k)$, "
             r"$c_k=c_{k-1}e^{m_{k-1}-m_k}+e^{s_k-m_k}$, $a_k=a_{k-1}e^{m_{k-1}-m_k}+v_ke^{s_k-m_k}$ keeps "
             r"$m_k=\max_{i\le k}s_i$, $c_k=\sum_{i\le k}e^{s_i-m_k}$, $a_k=\sum_{i\le k}e^{s_i-m_k}v_i$, so "
-            r"$a_k/c_k=\sum_{i\le k}\operatorname{softmax}(s_{1..k})_i\,v_i$, with $1\le c_k\le k$."
+            r"$a_k/c_k=\sum_{i\le k}\operatorname{softmax}(s_{1..k})_i\,v_i$, with $1\le c_k\le k$. "
+            r"sympy proves the invariant and the output for every $k$ (induction); the bound and the "
+            r"implementations rest on numerical evidence."
         ),
         check=check_rnn_cell,
         subject=CELL,
@@ -681,7 +683,8 @@ CLAIMS = (
         statement=(
             r"$(m_A,u_A,w_A)\oplus(m_B,u_B,w_B)=(m,\,u_A\alpha_A+u_B\alpha_B,\,w_A\alpha_A+w_B\alpha_B)$ with "
             r"$m=\max(m_A,m_B)$, $\alpha_X=e^{m_X-m}$ ($0$ if $m_X=-\infty$) is associative, has identity "
-            r"$e=(-\infty,0,0)$, and $\varphi(m,u,w)=(ue^m,we^m)$ satisfies $\varphi(X\oplus Y)=\varphi(X)+\varphi(Y)$."
+            r"$e=(-\infty,0,0)$, and $\varphi(m,u,w)=(ue^m,we^m)$ satisfies $\varphi(X\oplus Y)=\varphi(X)+\varphi(Y)$ "
+            r"(sympy, for arbitrary states; the implementations are checked numerically)."
         ),
         check=check_monoid,
         subject=OPERATOR,
@@ -695,7 +698,9 @@ CLAIMS = (
         statement=(
             r"For leaves $(s_i,1,v_i)$ (and $e$ for $s_i=-\infty$), $w_{1..k}/u_{1..k}$ of the inclusive "
             r"$\oplus$-scan equals row $k$ of $\operatorname{softmax}(S+M)V$ with $S_{k,i}=s_i$, "
-            r"$M_{k,i}=0$ for $i\le k$ and $-\infty$ otherwise; a prefix of masked tokens gives $0$."
+            r"$M_{k,i}=0$ for $i\le k$ and $-\infty$ otherwise; a prefix of masked tokens gives $0$. sympy "
+            r"proves it for every $k$ and every bracketing (the sequence-parallel claim's proof); here the "
+            r"implementations are checked numerically."
         ),
         check=check_scan_equals_causal_softmax,
         subject=SCAN,
@@ -716,7 +721,9 @@ CLAIMS = (
         statement=(
             r"$\operatorname{scan}(s+\delta\mathbf 1,V)=\operatorname{scan}(s,V)$ for every $\delta$, bit for bit "
             r"when $s\in2^{-8}\mathbb Z$ and $|s|+|\delta|\le2^{14}$, and the outputs are finite for all finite "
-            r"scores (tested at $\delta\in\{\pm10^4,\pm800,\pm50,0\}$, beyond the range of $e^{s}$)."
+            r"scores (tested at $\delta\in\{\pm10^4,\pm800,\pm50,0\}$, beyond the range of $e^{s}$). sympy "
+            r"proves $\operatorname{softmax}(s+\delta)=\operatorname{softmax}(s)$ for every length; bitwise "
+            r"equality and finiteness rest on numerical evidence."
         ),
         check=check_shift_invariance,
         subject=SCAN,
