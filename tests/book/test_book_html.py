@@ -9,6 +9,8 @@ bundled copy, that the live tables are present, and that no traceback leaked int
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -99,7 +101,7 @@ def test_landing_page_has_live_verification_table() -> None:
     html = dom("index.html")
     match = re.search(r'<table[^>]*id="verification-table".*?</table>', html, re.S)
     assert match, "the live verification table is missing from the landing page"
-    table = match.group(0)
+    table = match.group(0).replace("<wbr>", "")  # ids carry <wbr> break points after . and _
     missing = [c.id for c in registry.claims() if c.id not in table]
     assert not missing, f"claims missing from the verification table: {missing}"
     assert "FAILS" not in table
@@ -146,3 +148,57 @@ def test_sequence_parallel_chapter_shows_traffic_and_code() -> None:
     assert "forward sent" in text and "backward received" in text, "the traffic table is missing"
     images = re.findall(r'<img[^>]+src="([^"]+\.(?:png|svg))"', html)
     assert len(images) >= 2, f"expected the bytes-per-rank and benchmark figures, found {images}"
+
+
+FIT_PROBE = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const table = document.getElementById("verification-table");
+  const article = table.closest("article") || document.body;
+  const box = (el) => el.getBoundingClientRect();
+  const cells = [...table.querySelectorAll("th, td")];
+  document.body.setAttribute("data-fit", JSON.stringify({
+    article_left: box(article).left, article_right: box(article).right,
+    table_right: box(table).right, table_width: table.scrollWidth,
+    wrapper_width: table.parentElement.clientWidth,
+    cells_right: Math.max(...cells.map((c) => box(c).right)),
+    last_header: table.querySelector("thead th:last-child").textContent,
+  }));
+}, 500));
+</script>"""
+"""Measures the rendered verification table against the article column, after layout."""
+
+
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_verification_table_fits_the_page(width: int, tmp_path: Path) -> None:
+    """Every column of the landing page's table, the last one included, lies inside the article column."""
+    page = _page("intro.html")  # the landing page (index.html redirects to it)
+    html = page.read_text()
+    probe = html.replace("<head>", f'<head><base href="{HTML.as_uri()}/">', 1).replace("</body>", FIT_PROBE + "</body>")
+    copy = tmp_path / "index.html"
+    copy.write_text(probe)
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's 'chromium' package")
+    with tempfile.TemporaryDirectory(prefix="attnverify-chromium-") as profile:
+        done = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--window-size={width},2000", f"--user-data-dir={profile}", copy.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    match = re.search(r'data-fit="([^"]*)"', done.stdout)
+    assert match, f"the layout probe did not run (chromium exited {done.returncode}):\n{done.stderr[-2000:]}"
+    fit = json.loads(match.group(1).replace("&quot;", '"'))
+    assert fit["last_header"] == "verdict"
+    assert fit["table_width"] <= fit["wrapper_width"] + 1, f"the table overflows its box at {width}px: {fit}"
+    assert fit["cells_right"] <= fit["article_right"] + 1, f"a column is cut off at {width}px: {fit}"
+    assert fit["table_right"] <= fit["article_right"] + 1, fit
+
+
+def test_copyright_follows_the_build_year() -> None:
+    """The footer's year is the year the page was built (its file's modification time), not a fixed one."""
+    page = _page("intro.html")
+    built = dt.datetime.fromtimestamp(page.stat().st_mtime, dt.timezone.utc).year
+    footer = _text(re.search(r"<footer.*</footer>", page.read_text(), re.S).group(0))
+    years = re.findall(r"Copyright (\d{4})", footer)
+    assert years == [str(built)], f"footer {footer!r}: expected the build year {built}"
