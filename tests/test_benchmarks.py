@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 from click.testing import CliRunner, Result
 from matplotlib.figure import Figure
 from rich.console import Console
@@ -21,7 +22,7 @@ from rich.console import Console
 from attnverify.benchmarks import SUITES, run_suite
 from attnverify.benchmarks import sequence_parallel as sp_bench
 from attnverify.benchmarks.aaren import plot
-from attnverify.benchmarks.runner import ROW_FIELDS, expected_points, load_latest, points, watch
+from attnverify.benchmarks.runner import ROW_FIELDS, Recorder, Suite, expected_points, load_latest, points, watch
 from attnverify.cli import cli
 
 matplotlib.use("Agg")
@@ -194,3 +195,17 @@ def test_torchrun_entry_point_on_cpu_gloo() -> None:
     assert document["world_size"] == 2 and document["backend"] == "gloo"
     assert len(document["correctness"]) == 2 * len(sp_bench.KINDS) and all(c["passed"] for c in document["correctness"])
     assert {t["rank"] for t in document["timing"]} == {0, 1} and len(document["traffic"]) == 2 * len(sp_bench.KINDS)
+
+
+def test_bench_exits_1_on_a_correctness_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong configuration stops the run before anything is timed or written."""
+
+    def wrong(rec: Recorder) -> None:
+        rec.check("a wrong kernel", [torch.ones(3)], [torch.zeros(3) + 2], tol=1e-6)
+        rec.time(lambda: None, method="never", pass_="forward", n=1, batch_heads=1, dv=1, dtype=torch.float32)
+
+    monkeypatch.setitem(SUITES, "wrong", Suite("wrong", wrong))
+    result = _bench(tmp_path / "out", "--suite", "wrong")
+    assert result.exit_code == 1
+    assert "✗ wrong: a wrong kernel: relative error" in result.stderr and "wrote" not in result.stdout
+    assert not (tmp_path / "out").exists()

@@ -242,7 +242,7 @@ def bench(suite: str, out_dir: Path, quick: bool) -> None:
         with watch(suite, total) as progress:
             path = run_suite(suite, out_dir, quick=quick, progress=progress)
     except CorrectnessError as exc:
-        Console(stderr=True).print(f"[red]✗[/] {exc}", markup=True, highlight=False)
+        click.echo(f"✗ {exc}", err=True)
         sys.exit(1)
     Console(width=max(120, Console().width)).print(summary_table(json.loads(path.read_text())))
     click.echo(f"wrote {path}")
