@@ -10,6 +10,7 @@ bundled copy, that the live tables are present, and that no traceback leaked int
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import os
 import re
@@ -22,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from attnverify import registry
-from attnverify.theory import aaren, sequence_parallel
 
 pytestmark = pytest.mark.book
 
@@ -76,9 +76,9 @@ def _text(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
 
-PAGES = ["index.html", "aaren.html", "sequence_parallel.html"]
-CHAPTERS = {"aaren.html": aaren.CLAIMS, "sequence_parallel.html": sequence_parallel.CLAIMS}
-"""Each chapter and the claims (a ``theory`` module's ``CLAIMS``) whose mutants it must show."""
+CHAPTERS = {f"{m.rsplit('.', 1)[1]}.html": importlib.import_module(m).CLAIMS for m in registry.PAPER_MODULES}
+"""Each paper module's chapter (``book/<module>.md``) and the claims whose mutants it must show."""
+PAGES = ["index.html", *CHAPTERS]
 
 
 @pytest.mark.parametrize("name", PAGES)
