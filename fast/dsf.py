@@ -46,31 +46,46 @@ def _validate_decay(q: Tensor, log_decay: Tensor) -> None:
         raise ValueError("log_decay: expected natural-log decays <= 0 (gates e^g in (0, 1]), got a positive or NaN")
 
 
+def _causal(n: int, device: torch.device) -> Tensor:
+    """``1[i >= j]``, ``(n, n)`` boolean (built by comparison: ``tril`` is slow on CPU)."""
+    i = torch.arange(n, device=device)
+    return i[:, None] >= i[None, :]
+
+
 def _subchunk(chunk: int) -> int:
     """The largest divisor of ``chunk`` that is at most :data:`SUBCHUNK`."""
     return max(c for c in range(1, min(chunk, SUBCHUNK) + 1) if chunk % c == 0)
 
 
-def _intra_per_key(qc: Tensor, kc: Tensor, G: Tensor, sub: int) -> Tensor:
+def _exclusive_reverse_cumsum(g: Tensor, dim: int) -> Tensor:
+    """``Σ_{s>j} g_s`` along ``dim``, summed directly (not as a difference of two cumsums)."""
+    rev = g.flip(dim).cumsum(dim).flip(dim)
+    return torch.cat([rev.narrow(dim, 1, rev.shape[dim] - 1), torch.zeros_like(rev.narrow(dim, 0, 1))], dim)
+
+
+def _intra_per_key(qc: Tensor, kc: Tensor, g: Tensor, sub: int) -> Tensor:
     """``P_tj = Σ_c q_tc k_jc e^{G_tc - G_jc}`` (``j <= t``) inside each chunk, in ``sub × sub`` sub-blocks.
 
-    ``qc, kc, G: (B, H, n, C, Dk)`` with ``G`` the chunk-local inclusive cumsum → ``(B, H, n, C, C)``.
-    Off-diagonal sub-blocks are one matmul of ``q ⊙ e^{G - G_ref}`` and ``k ⊙ e^{G_ref - G}`` with ``G_ref``
-    the first row of the query sub-chunk, so both exponents are ``<= 0``; diagonal sub-blocks are formed
+    ``qc, kc, g: (B, H, n, C, Dk)`` (``g`` the per-step log gates) → ``(B, H, n, C, C)``.  Off-diagonal
+    sub-blocks are one matmul of ``q ⊙ e^{G - G_ref}`` and ``k ⊙ e^{G_ref - G}`` with ``G_ref`` the gate sum
+    just before the query sub-chunk, so both exponents are ``<= 0``; each exponent is summed from the gates it
+    spans, so its rounding is relative to itself, not to the chunk's total.  Diagonal sub-blocks are formed
     elementwise in log space.
     """
     *lead, C, _ = qc.shape
     ns = C // sub
-    qs, ks, Gs = (t.unflatten(-2, (ns, sub)) for t in (qc, kc, G))  # (..., ns, sub, Dk)
-    ref = Gs[..., :1, :]  # (..., ns, 1, Dk): G at the start of each query sub-chunk
-    q_tilde = qs * torch.exp(Gs - ref)  # (..., ns, sub, Dk)
-    key_sub = torch.arange(C, device=qc.device) // sub  # sub-chunk of each key
-    earlier = key_sub[None, :] < torch.arange(ns, device=qc.device)[:, None]  # (ns, C): key before query sub-chunk
-    gap = (ref - G[..., None, :, :]).masked_fill(~earlier[:, :, None], -math.inf)  # (..., ns, C, Dk), <= 0
-    k_tilde = kc[..., None, :, :] * torch.exp(gap)
-    off = q_tilde @ k_tilde.transpose(-1, -2)  # (..., ns, sub, C)
-    causal = torch.ones(sub, sub, dtype=torch.bool, device=qc.device).tril()
-    diag_gap = (Gs[..., :, None, :] - Gs[..., None, :, :]).masked_fill(~causal[:, :, None], -math.inf)
+    qs, ks, gs = (t.unflatten(-2, (ns, sub)) for t in (qc, kc, g))  # (..., ns, sub, Dk)
+    local = gs.cumsum(-2)  # G_t - G_ref for t in its sub-chunk
+    after = _exclusive_reverse_cumsum(gs, -2)  # G_end(b) - G_j for j in sub-chunk b
+    idx = torch.arange(ns, device=qc.device)
+    between = (idx[None, None, :] > idx[None, :, None]) & (idx[None, None, :] < idx[:, None, None])  # [a, b, c]: b<c<a
+    span = torch.einsum("abc,...ck->...abk", between.to(g.dtype), local[..., -1, :])  # Σ_{b<c<a} sub-chunk totals
+    gap = after.flatten(-3, -2)[..., None, :, :] + span.repeat_interleave(sub, dim=-2)  # (..., ns, C, Dk): G_ref - G_j
+    earlier = (idx.repeat_interleave(sub)[None, :] < idx[:, None])[:, :, None]  # (ns, C, 1): key before query sub-chunk
+    k_tilde = kc[..., None, :, :] * torch.exp(gap.masked_fill(~earlier, -math.inf))
+    off = (qs * torch.exp(local)) @ k_tilde.transpose(-1, -2)  # (..., ns, sub, C)
+    causal = _causal(sub, qc.device)
+    diag_gap = (local[..., :, None, :] - local[..., None, :, :]).masked_fill(~causal[:, :, None], -math.inf)
     diag = (qs[..., :, None, :] * ks[..., None, :, :] * torch.exp(diag_gap)).sum(-1)  # (..., ns, sub, sub)
     same = torch.eye(ns, dtype=torch.bool, device=qc.device)[:, None, :, None]  # (ns, 1, ns, 1)
     blocks = torch.where(same, diag[..., None, :], off.unflatten(-1, (ns, sub)))  # (..., ns, sub, ns, sub)
@@ -94,7 +109,7 @@ def _chunked(
         if log_decay is not None:
             log_decay = torch.nn.functional.pad(log_decay, (0, 0, 0, pad))
     qc, kc, vc = (t.unflatten(2, (n, chunk)) for t in (q, k, v))  # (B, H, n, C, ·)
-    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    causal = _causal(chunk, q.device)
     if log_decay is None:
         P = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0.0)
         writes = kc.transpose(-1, -2) @ vc  # (B, H, n, Dk, Dv)
@@ -104,14 +119,16 @@ def _chunked(
         out = P @ vc + qc @ before
         final = before[:, :, -1] + writes[:, :, -1]
         return out.flatten(2, 3)[:, :, :T], final
-    G = log_decay.unflatten(2, (n, chunk)).cumsum(3)  # (B, H, n, C, 1 or Dk): chunk-local inclusive cumsum
+    g = log_decay.unflatten(2, (n, chunk))  # (B, H, n, C, 1 or Dk)
+    G = g.cumsum(3)  # chunk-local inclusive cumsum Ĝ
     last = G[..., -1:, :]  # (B, H, n, 1, ·)
-    if G.shape[-1] == 1:  # one decay per head: the whole chunk in one masked matmul
-        gap = (G - G.transpose(-1, -2)).masked_fill(~causal, -math.inf)
-        P = (qc @ kc.transpose(-1, -2)) * torch.exp(gap)
+    if g.shape[-1] == 1:  # one decay per head: the whole chunk in one masked matmul, gaps summed in float64
+        G64 = g.to(torch.float64).cumsum(3)
+        gap = (G64 - G64.transpose(-1, -2)).masked_fill(~causal, -math.inf)
+        P = (qc @ kc.transpose(-1, -2)) * torch.exp(gap).to(q.dtype)
     else:
-        P = _intra_per_key(qc, kc, G, _subchunk(chunk))
-    writes = (kc * torch.exp(last - G)).transpose(-1, -2) @ vc  # (B, H, n, Dk, Dv)
+        P = _intra_per_key(qc, kc, g, _subchunk(chunk))
+    writes = (kc * torch.exp(_exclusive_reverse_cumsum(g, 3))).transpose(-1, -2) @ vc  # Ĝ_last - Ĝ_j, (B,H,n,Dk,Dv)
     carry = torch.exp(last).transpose(-1, -2)  # (B, H, n, Dk or 1, 1)
     S = torch.zeros(B, H, Dk, v.shape[-1], dtype=q.dtype, device=q.device) if state is None else state
     befores = []

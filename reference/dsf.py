@@ -37,6 +37,12 @@ class DSF:
     D: Tensor
 
 
+def lower(n: int) -> Tensor:
+    """``1[i >= j]`` as an ``(n, n)`` boolean matrix (the causal mask, diagonal included)."""
+    i = torch.arange(n)
+    return i[:, None] >= i[None, :]
+
+
 def recurrence(dsf: DSF, u: Tensor) -> Tensor:
     """``h_i = Λ_i h_{i-1} + B_i u_i``, ``y_i = C_i h_i + D_i u_i`` from ``h_0 = 0`` (arXiv 2405.15731, §2).
 
@@ -82,7 +88,7 @@ def elu1(x: Tensor) -> Tensor:
     return F.elu(x) + 1
 
 
-def _attention_dsf(features_q: Tensor, features_k: Tensor, log_eta: Tensor, W_V: Tensor) -> DSF:
+def attention_dsf(features_q: Tensor, features_k: Tensor, log_eta: Tensor, W_V: Tensor) -> DSF:
     """DSF of separable attention with state ``H_i = η_i^{-1} Σ_{j<=i} ψ(k_j) v_jᵀ`` (arXiv 2405.15731, §3.1).
 
     ``features_q, features_k: (L, n)``, ``log_eta: (L,)``, ``W_V: (d_v, d)``.  ``Λ_i = η_{i-1}/η_i`` (scalar,
@@ -104,7 +110,7 @@ def linear_attention(u: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor) -> Tensor
     ``u: (L, d)``, ``W_Q, W_K: (m, d)``, ``W_V: (d_v, d)`` → ``(L, d_v)``.
     """
     q, k, v = elu1(u @ W_Q.T), elu1(u @ W_K.T), u @ W_V.T
-    scores = (q @ k.T).tril()  # f(q_i, k_j) for j <= i
+    scores = (q @ k.T).masked_fill(~lower(u.shape[0]), 0.0)  # f(q_i, k_j) for j <= i
     return (scores @ v) / scores.sum(-1, keepdim=True)
 
 
@@ -112,14 +118,14 @@ def linear_attention_dsf(u: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor) -> DS
     """Linear attention as a DSF: ``n = m``, ``N = m d_v``, ``η_i = φ(q_i)ᵀ Σ_{j<=i} ψ(k_j)``."""
     q, k = elu1(u @ W_Q.T), elu1(u @ W_K.T)
     eta = (q * torch.cumsum(k, 0)).sum(-1)
-    return _attention_dsf(q, k, torch.log(eta), W_V)
+    return attention_dsf(q, k, torch.log(eta), W_V)
 
 
 def softmax_attention(u: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor) -> Tensor:
     """Causal softmax attention ``softmax(q_iᵀk_j/√m)`` over ``j <= i`` (arXiv 2405.15731, §3.1)."""
     q, k, v = u @ W_Q.T, u @ W_K.T, u @ W_V.T
     L = u.shape[0]
-    scores = (q @ k.T / math.sqrt(q.shape[1])).masked_fill(~torch.ones(L, L, dtype=torch.bool).tril(), -math.inf)
+    scores = (q @ k.T / math.sqrt(q.shape[1])).masked_fill(~lower(L), -math.inf)
     return torch.softmax(scores, -1) @ v
 
 
@@ -133,9 +139,9 @@ def softmax_attention_dsf(u: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor) -> D
     q, k = u @ W_Q.T, u @ W_K.T
     L = u.shape[0]
     s = q @ k.T / math.sqrt(q.shape[1])  # (L, L)
-    log_nu = torch.logsumexp(s.masked_fill(~torch.ones(L, L, dtype=torch.bool).tril(), -math.inf), -1)
-    features_q = torch.exp(s).tril()  # φ(q_i)_j = e^{s_ij}; entries j > i meet a zero state
-    return _attention_dsf(features_q, torch.eye(L, dtype=u.dtype), log_nu, W_V)
+    log_nu = torch.logsumexp(s.masked_fill(~lower(L), -math.inf), -1)
+    features_q = torch.exp(s).masked_fill(~lower(L), 0.0)  # φ(q_i)_j = e^{s_ij}; entries j > i meet a zero state
+    return attention_dsf(features_q, torch.eye(L, dtype=u.dtype), log_nu, W_V)
 
 
 def taylor_kernel(q: Tensor, k: Tensor, order: int) -> Tensor:
@@ -156,11 +162,16 @@ def taylor_features(x: Tensor, order: int) -> Tensor:
 
 def kernel_attention(kernel: Tensor, v: Tensor) -> Tensor:
     """``y_i = Σ_{j<=i} κ_ij v_j / Σ_{j<=i} κ_ij`` for a kernel matrix ``κ: (L, L)`` and ``v: (L, d_v)``."""
-    a = kernel.tril()
+    a = kernel.masked_fill(~lower(kernel.shape[0]), 0.0)
     return (a @ v) / a.sum(-1, keepdim=True)
 
 
-NORMALIZERS = {"exp": torch.exp, "softplus": F.softplus, "sigmoid": torch.sigmoid}
+def softplus(x: Tensor) -> Tensor:
+    """``log(1 + e^x)`` to full precision for every ``x`` (``F.softplus`` returns ``x`` above 20)."""
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
+NORMALIZERS = {"exp": torch.exp, "softplus": softplus, "sigmoid": torch.sigmoid}
 """The three normalizers ``g`` of normalized attention (arXiv 2405.15731, §4)."""
 
 
@@ -171,14 +182,14 @@ def normalized_attention(u: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, w: Te
     """
     q, k, v = u @ W_Q.T, u @ W_K.T, u @ W_V.T
     eta = NORMALIZERS[g](u @ w + b)
-    return ((q @ k.T).tril() @ v) / eta[:, None]
+    return ((q @ k.T).masked_fill(~lower(u.shape[0]), 0.0) @ v) / eta[:, None]
 
 
 def normalized_attention_dsf(u: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, w: Tensor, b: Tensor, g: str) -> DSF:
-    """``Λ_i = η(u_{i-1}) / η(u_i)``, ``B_i = η(u_i)^{-1} (k_i ⊗ W_V)``, ``C_i = q_iᵀ ⊗ I``: :func:`_attention_dsf`
+    """``Λ_i = η(u_{i-1}) / η(u_i)``, ``B_i = η(u_i)^{-1} (k_i ⊗ W_V)``, ``C_i = q_iᵀ ⊗ I``: :func:`attention_dsf`
     with ``φ, ψ`` the identity and ``η_i = η(u_i)``."""
     q, k = u @ W_Q.T, u @ W_K.T
-    return _attention_dsf(q, k, torch.log(NORMALIZERS[g](u @ w + b)), W_V)
+    return attention_dsf(q, k, torch.log(NORMALIZERS[g](u @ w + b)), W_V)
 
 
 # ---------------------------------------------------------------------------
@@ -259,7 +270,7 @@ def qlstm(x: Tensor, W_f: Tensor, W_i: Tensor, W_o: Tensor, alpha: Tensor | None
 def qlstm_dsf(x: Tensor, W_f: Tensor, W_i: Tensor, W_o: Tensor, alpha: Tensor | None = None) -> DSF:
     """``Λ_i = f_i`` (reversed: ``e^{-relu(α) softplus(W_f x_i)}``), ``B_i = diag(ι_i)``, ``C_i = diag(o_i)``."""
     pre = x @ W_f.T
-    Lam = torch.sigmoid(pre) if alpha is None else torch.exp(-torch.relu(alpha) * F.softplus(pre))
+    Lam = torch.sigmoid(pre) if alpha is None else torch.exp(-torch.relu(alpha) * softplus(pre))
     B = torch.diag_embed(torch.sigmoid(x @ W_i.T))
     C = torch.diag_embed(torch.sigmoid(x @ W_o.T))
     return DSF(Lam, B, C, torch.zeros_like(B))
@@ -289,7 +300,7 @@ def rglru_dsf(u: Tensor, theta: Tensor, W_a: Tensor, b_a: Tensor, W_x: Tensor, b
     """``Λ_i = diag(a_i)`` with ``a_i = e^{-8 r_i softplus(-θ)}`` (the S6 form, ``Δ = r_i``),
     ``B_i = diag(√(1 - a_i²) ⊙ ι_i)``, ``C = I``, ``D = 0``."""
     L, d = u.shape
-    a = torch.exp(-RGLRU_C * torch.sigmoid(u @ W_a.T + b_a) * F.softplus(-theta))
+    a = torch.exp(-RGLRU_C * torch.sigmoid(u @ W_a.T + b_a) * softplus(-theta))
     B = torch.diag_embed(torch.sqrt(1 - a**2) * torch.sigmoid(u @ W_x.T + b_x))
     eye = torch.eye(d, dtype=u.dtype).expand(L, d, d).clone()
     return DSF(a, B, eye, torch.zeros_like(B))
@@ -344,7 +355,7 @@ def gla_quadratic(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None = No
         log_decay = torch.zeros(q.shape[:3], dtype=q.dtype)
     g = log_decay if log_decay.dim() == 4 else log_decay[..., None].expand(*q.shape[:3], Dk)
     G = torch.cumsum(g, 2)
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    causal = lower(T)
     gap = (G[:, :, :, None, :] - G[:, :, None, :, :]).masked_fill(~causal[:, :, None], -math.inf)  # (B,H,T,T,Dk)
     scores = (q[:, :, :, None, :] * k[:, :, None, :, :] * torch.exp(gap)).sum(-1)
     return scores @ v
@@ -355,7 +366,7 @@ def lightning_quadratic(q: Tensor, k: Tensor, v: Tensor, log_lambda: Tensor) -> 
     T = q.shape[2]
     i = torch.arange(T, dtype=q.dtype)
     gap = (i[:, None] - i[None, :]).clamp_min(0)
-    M = torch.exp(log_lambda[:, None, None] * gap).tril()  # (H, T, T)
+    M = torch.exp(log_lambda[:, None, None] * gap).masked_fill(~lower(T), 0.0)  # (H, T, T)
     return ((q @ k.transpose(-1, -2)) * M) @ v
 
 
@@ -375,7 +386,7 @@ def lightning_block_form(q: Tensor, k: Tensor, v: Tensor, log_lambda: Tensor, bl
         b = Qb.shape[2]
         j = torch.arange(b, dtype=q.dtype)
         gap = (j[:, None] - j[None, :]).clamp_min(0)
-        Dmask = torch.exp(log_lambda[:, None, None] * gap).tril()
+        Dmask = torch.exp(log_lambda[:, None, None] * gap).masked_fill(~lower(b), 0.0)
         intra = ((Qb @ Kb.transpose(-1, -2)) * Dmask) @ Vb
         inter = torch.exp(lam * (j + 1))[..., None] * (Qb @ KV)
         outs.append(intra + inter)

@@ -22,7 +22,7 @@ Budget = Literal["default", "thorough"]
 KINDS: tuple[Kind, ...] = ("symbolic", "identity", "approximation", "statistical")
 BUDGETS: tuple[Budget, ...] = ("default", "thorough")
 
-PAPER_MODULES = ("attnverify.theory.aaren", "attnverify.theory.sequence_parallel")
+PAPER_MODULES = ("attnverify.theory.aaren", "attnverify.theory.sequence_parallel", "attnverify.theory.dsf")
 """Modules that define ``CLAIMS``; a new paper adds its module here."""
 
 
