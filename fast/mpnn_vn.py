@@ -1,0 +1,208 @@
+"""Kernel (linear) attention over each graph of a torch_geometric batch, by segment sums: what the VN computes.
+
+Cai, Hy, Yu and Wang (arXiv 2301.11956, §3) show that one MPNN + virtual-node layer computes linear
+or Performer attention exactly: each graph's VN gathers ``S_g = Σ_{j∈g} φ(k_j) v_jᵀ`` and
+``z_g = Σ_{j∈g} φ(k_j)`` and broadcasts them back, and node ``i`` reads
+``φ(q_i)ᵀ S_g / φ(q_i)ᵀ z_g``.  :func:`segment_linear_attention` is that computation for a whole
+batch at once, verified against the dense per-graph reference (book/mpnn_vn.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnverify.fast._dispatch import (
+    accumulation_dtype,
+    require_float,
+    require_same,
+    require_tensor,
+    select_backend,
+)
+
+FeatureMapArg = str | Callable[[Tensor], Tensor]
+FEATURE_MAPS = ("elu1", "favor+")
+
+
+def _validate_batch(batch: object, n: int, device: torch.device, num_graphs: int | None) -> tuple[Tensor, int]:
+    batch = require_tensor("batch", batch)
+    if batch.dtype.is_floating_point or batch.dtype.is_complex or batch.dtype == torch.bool:
+        raise TypeError(f"batch: expected an integer tensor of graph ids, got dtype {batch.dtype}")
+    if batch.dim() != 1 or batch.shape[0] != n:
+        raise ValueError(f"batch: expected shape ({n},) (one graph id per row of x), got {tuple(batch.shape)}")
+    if batch.device != device:
+        raise ValueError(f"batch: expected the device of x ({device}), got {batch.device}")
+    if num_graphs is not None and (not isinstance(num_graphs, int) or isinstance(num_graphs, bool) or num_graphs < 0):
+        raise TypeError(f"num_graphs: expected None or a non-negative int, got {num_graphs!r}")
+    if n == 0:
+        return batch.long(), num_graphs or 0
+    if bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError("batch: expected graph ids sorted in non-decreasing order (as torch_geometric batches are)")
+    first, last = int(batch[0]), int(batch[-1])
+    if first < 0:
+        raise ValueError(f"batch: expected graph ids >= 0, got {first}")
+    if num_graphs is None:
+        present = int(torch.unique_consecutive(batch).numel())
+        if first != 0 or present != last + 1:
+            raise ValueError(
+                f"batch: graph ids have gaps ({present} distinct ids in 0..{last}); "
+                "pass num_graphs to allow empty graphs"
+            )
+        return batch.long(), last + 1
+    if last >= num_graphs:
+        raise ValueError(f"batch: graph id {last} is out of range for num_graphs={num_graphs}")
+    return batch.long(), num_graphs
+
+
+def _validate_weights(x: Tensor, Wq: object, Wk: object, Wv: object) -> tuple[Tensor, Tensor, Tensor]:
+    d = x.shape[1]
+    weights = {"Wq": Wq, "Wk": Wk, "Wv": Wv}
+    for name, w in weights.items():
+        w = require_tensor(name, w)
+        require_same(("x", name), x, w)
+        if w.dim() != 2 or w.shape[0] != d:
+            raise ValueError(f"{name}: expected shape (d, ·) with d = x.shape[1] = {d}, got {tuple(w.shape)}")
+    Wq, Wk, Wv = weights["Wq"], weights["Wk"], weights["Wv"]
+    if Wk.shape != Wq.shape:
+        raise ValueError(
+            f"Wk: expected the shape of Wq {tuple(Wq.shape)} (queries and keys share d_k), got {tuple(Wk.shape)}"
+        )
+    return Wq, Wk, Wv
+
+
+def _features(q: Tensor, k: Tensor, batch: Tensor, B: int, feature_map: FeatureMapArg, omega: Tensor | None):
+    """``(φ(Q), φ(K))`` up to one positive factor per query row and one per graph (both cancel in the ratio)."""
+    if feature_map == "elu1":
+        return F.elu(q) + 1, F.elu(k) + 1
+    if feature_map == "favor+":
+        from torch_geometric.utils import scatter
+
+        assert omega is not None
+        # log φ⁺(u) = Ω u - |u|²/2 (- log(m)/2, which cancels): shift queries by their row maximum and
+        # keys by one constant per graph, so no exponential overflows (a per-key shift would not cancel).
+        log_q = q @ omega.T - (q * q).sum(1, keepdim=True) / 2
+        log_k = k @ omega.T - (k * k).sum(1, keepdim=True) / 2
+        key_shift = scatter(log_k.detach().amax(1), batch, dim=0, dim_size=B, reduce="max")
+        return torch.exp(log_q - log_q.detach().amax(1, keepdim=True)), torch.exp(log_k - key_shift[batch, None])
+    phi_q, phi_k = feature_map(q), feature_map(k)
+    for name, phi in (("φ(x Wq)", phi_q), ("φ(x Wk)", phi_k)):
+        if not isinstance(phi, Tensor) or phi.dim() != 2 or phi.shape[0] != q.shape[0]:
+            raise ValueError(f"feature_map: expected {name} to be a tensor of shape ({q.shape[0]}, m)")
+        if not bool((phi > 0).all()) or not bool(torch.isfinite(phi).all()):
+            raise ValueError(
+                f"feature_map: returned non-positive or non-finite values for {name}; φ must map into (0, ∞)^m"
+            )
+    if phi_q.shape != phi_k.shape:
+        raise ValueError(
+            f"feature_map: φ(x Wq) and φ(x Wk) differ in shape: {tuple(phi_q.shape)} vs {tuple(phi_k.shape)}"
+        )
+    return phi_q, phi_k
+
+
+def tile_layout(batch: Tensor, B: int) -> tuple[Tensor, Tensor, int, int]:
+    """Cut every graph into tiles of ``T`` consecutive nodes: ``(tile id per node, graph of each tile, #tiles, T)``.
+
+    ``T`` is the power of two nearest the mean graph size, clamped to ``[8, 64]``, so each graph wastes
+    at most ``T - 1`` padded rows whatever the spread of sizes.
+    """
+    counts = torch.bincount(batch, minlength=B)
+    T = int(min(64, max(8, 2 ** round(math.log2(max(1.0, batch.numel() / max(B, 1)))))))
+    per_graph = (counts + T - 1) // T
+    first_tile = torch.cumsum(per_graph, 0) - per_graph
+    ptr = torch.cumsum(counts, 0) - counts
+    position = torch.arange(batch.numel(), device=batch.device) - ptr[batch]
+    tile = first_tile[batch] + torch.div(position, T, rounding_mode="floor")
+    tile_graph = torch.repeat_interleave(torch.arange(B, device=batch.device), per_graph)
+    return tile, tile_graph, int(per_graph.sum()), T
+
+
+def segment_attention_torch(phi_q: Tensor, phi_k: Tensor, v: Tensor, batch: Tensor, B: int) -> Tensor:
+    """``out_i = φ(q_i)ᵀ S_{b_i} / φ(q_i)ᵀ z_{b_i}`` by segment sums; cost ``O(N m d_v)``, no ``n²`` term.
+
+    Nodes are padded into tiles of ``T`` rows of one graph (``to_dense_batch`` over tiles, zero rows
+    added *after* φ), ``S`` is summed by a batched GEMM per tile and a segment sum over each graph's
+    tiles, and read out by a second batched GEMM.
+    """
+    from torch_geometric.utils import scatter, to_dense_batch
+
+    tile, tile_graph, n_tiles, T = tile_layout(batch, B)
+    K, mask = to_dense_batch(phi_k, tile, max_num_nodes=T, batch_size=n_tiles)  # (tiles, T, m)
+    V, _ = to_dense_batch(v, tile, max_num_nodes=T, batch_size=n_tiles)  # (tiles, T, d_v)
+    Q, _ = to_dense_batch(phi_q, tile, max_num_nodes=T, batch_size=n_tiles)
+    S = scatter(K.transpose(1, 2) @ V, tile_graph, dim=0, dim_size=B, reduce="sum")  # (B, m, d_v)
+    z = scatter(phi_k, batch, dim=0, dim_size=B, reduce="sum")  # (B, m)
+    num = (Q @ S[tile_graph])[mask]  # (N, d_v), rows in node order
+    return num / (phi_q * z[batch]).sum(1, keepdim=True)
+
+
+def segment_linear_attention(
+    x: Tensor,
+    batch: Tensor,
+    Wq: Tensor,
+    Wk: Tensor,
+    Wv: Tensor,
+    feature_map: FeatureMapArg = "elu1",
+    *,
+    omega: Tensor | None = None,
+    num_graphs: int | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """Linear attention within each graph of a batch (arXiv 2301.11956, §3, Result A; arXiv 2006.16236, eq. 4).
+
+    ``out_i = Σ_{j ∈ g(i)} φ(q_i)·φ(k_j) v_j / Σ_{j ∈ g(i)} φ(q_i)·φ(k_j)`` with ``q = x Wq``,
+    ``k = x Wk``, ``v = x Wv``; the sum runs over every node of ``i``'s graph, ``i`` included, and
+    no ``1/sqrt(d_k)`` is applied (fold it into ``Wq``).
+
+    Args:
+        x: ``(N, d)`` node features of a batch of graphs.
+        batch: ``(N,)`` integer graph ids, sorted (a torch_geometric ``Batch.batch``); ids ``0..B-1``
+            without gaps unless ``num_graphs`` is given, in which case missing ids are empty graphs.
+        Wq, Wk: ``(d, d_k)``; Wv: ``(d, d_v)``.
+        feature_map: ``"elu1"`` (``elu(u) + 1``), ``"favor+"`` (FAVOR+ positive random features with
+            the frozen ``omega: (m, d_k)``, computed in log space with a per-graph key shift), or a
+            callable mapping ``(N, d_k)`` to positive ``(N, m)``.
+        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``.
+
+    Returns ``(N, d_v)``.  Cost ``O(N m (d_k + d_v))`` time and ``O(B m d_v + N (m + d_v))`` memory;
+    differentiable (torch autograd).
+    """
+    x = require_tensor("x", x)
+    require_float("x", x)
+    if x.dim() != 2:
+        raise ValueError(f"x: expected shape (N, d), got {tuple(x.shape)}")
+    batch, B = _validate_batch(batch, x.shape[0], x.device, num_graphs)
+    Wq, Wk, Wv = _validate_weights(x, Wq, Wk, Wv)
+    if isinstance(feature_map, str):
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(f"feature_map: expected 'elu1', 'favor+' or a callable, got {feature_map!r}")
+    elif not callable(feature_map):
+        raise TypeError(f"feature_map: expected 'elu1', 'favor+' or a callable, got {type(feature_map).__name__}")
+    if feature_map == "favor+":
+        if omega is None:
+            raise ValueError("omega: feature_map='favor+' needs the frozen random features omega of shape (m, d_k)")
+        omega = require_tensor("omega", omega)
+        require_same(("x", "omega"), x, omega)
+        if omega.dim() != 2 or omega.shape[1] != Wq.shape[1] or omega.shape[0] == 0:
+            raise ValueError(
+                f"omega: expected shape (m, d_k) with m >= 1, d_k = {Wq.shape[1]}, got {tuple(omega.shape)}"
+            )
+    elif omega is not None:
+        raise ValueError("omega: only used with feature_map='favor+'; pass None")
+    chosen = select_backend(backend, x.device)
+    out_dtype, acc = x.dtype, accumulation_dtype(x.dtype)
+    if x.shape[0] == 0:
+        return x.new_zeros(0, Wv.shape[1])
+    x, Wq, Wk, Wv = (t.to(acc) for t in (x, Wq, Wk, Wv))
+    q, k, v = x @ Wq, x @ Wk, x @ Wv
+    phi_q, phi_k = _features(q, k, batch, B, feature_map, None if omega is None else omega.to(acc))
+    if chosen == "triton":
+        from attnverify.fast.triton.mpnn_vn import segment_attention_triton
+
+        out = segment_attention_triton(phi_q, phi_k, v, batch, B)
+    else:
+        out = segment_attention_torch(phi_q, phi_k, v, batch, B)
+    return out.to(out_dtype)
