@@ -22,7 +22,12 @@ Budget = Literal["default", "thorough"]
 KINDS: tuple[Kind, ...] = ("symbolic", "identity", "approximation", "statistical")
 BUDGETS: tuple[Budget, ...] = ("default", "thorough")
 
-PAPER_MODULES = ("attnverify.theory.aaren", "attnverify.theory.sequence_parallel", "attnverify.theory.dsf")
+PAPER_MODULES = (
+    "attnverify.theory.aaren",
+    "attnverify.theory.sequence_parallel",
+    "attnverify.theory.dsf",
+    "attnverify.theory.mpnn_vn",
+)
 """Modules that define ``CLAIMS``; a new paper adds its module here."""
 
 
