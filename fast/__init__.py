@@ -5,5 +5,6 @@ each function validates its input once and dispatches on device (see ``_dispatch
 """
 
 from attnverify.fast.aaren import Aaren, AarenState, combine, prefix_softmax_attention
+from attnverify.fast.mpnn_vn import segment_linear_attention
 
-__all__ = ["Aaren", "AarenState", "combine", "prefix_softmax_attention"]
+__all__ = ["Aaren", "AarenState", "combine", "prefix_softmax_attention", "segment_linear_attention"]
