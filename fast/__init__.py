@@ -5,6 +5,15 @@ each function validates its input once and dispatches on device (see ``_dispatch
 """
 
 from attnverify.fast.aaren import Aaren, AarenState, combine, prefix_softmax_attention
+from attnverify.fast.dsf import gated_linear_attention, selective_scan
 from attnverify.fast.mpnn_vn import segment_linear_attention
 
-__all__ = ["Aaren", "AarenState", "combine", "prefix_softmax_attention", "segment_linear_attention"]
+__all__ = [
+    "Aaren",
+    "AarenState",
+    "combine",
+    "gated_linear_attention",
+    "prefix_softmax_attention",
+    "segment_linear_attention",
+    "selective_scan",
+]

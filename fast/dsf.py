@@ -193,3 +193,103 @@ def gated_linear_attention(
         out = out[..., :dv] / out[..., dv:]
     out = out.to(dtype)
     return (out, final.to(dtype)) if output_final_state else out
+
+
+def _validate_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None) -> None:
+    require_tensor("u", u)
+    require_float("u", u)
+    if u.dim() != 3:
+        raise ValueError(f"u: expected shape (B, D, L), got {tuple(u.shape)}")
+    bt, d, L = u.shape
+    named = [("delta", delta), ("A", A), ("B", B), ("C", C)] + ([("D", D)] if D is not None else [])
+    for name, t in named:
+        require_tensor(name, t)
+        require_same(("u", name), u, t)
+    if delta.shape != u.shape:
+        raise ValueError(f"delta: expected the shape of u {tuple(u.shape)}, got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f"A: expected shape ({d}, N), got {tuple(A.shape)}")
+    for name, t in (("B", B), ("C", C)):
+        if tuple(t.shape) != (bt, A.shape[1], L):
+            raise ValueError(f"{name}: expected shape {(bt, A.shape[1], L)}, got {tuple(t.shape)}")
+    if D is not None and tuple(D.shape) != (d,):
+        raise ValueError(f"D: expected shape ({d},), got {tuple(D.shape)}")
+    if not bool((delta >= 0).all()):
+        raise ValueError("delta: expected step sizes >= 0 (already passed through softplus), got a negative or NaN")
+    if not bool((A <= 0).all()):
+        raise ValueError("A: expected entries <= 0 (a decaying state), got a positive or NaN")
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Mamba's selective scan (arXiv 2312.00752, Alg. 2; Euler input, ``delta`` already positive), in chunks.
+
+    Per channel ``c``: ``s_t = e^{Δ_t A_c} ⊙ s_{t-1} + Δ_t u_t B_t``, ``y_t = C_tᵀ s_t + D_c u_t``: S6 as a DSF
+    (book/dsf.md).  The sequence is cut into ``n`` chunks of ``chunk_size`` (default ``⌈√L⌉``) that run
+    their steps side by side: one pass finds each chunk's own final state, a pass over the chunks
+    carries ``S ← e^{A ΣΔ} ⊙ S + local``, and a second side-by-side pass starts every chunk from its carried
+    state and reads the outputs.  ``2 chunk_size + n`` sequential steps on ``(Bt, D, n, N)`` tensors; no
+    ``(Bt, D, L, N)`` tensor is formed.
+
+    Args:
+        u, delta: ``(Bt, D, L)``; A: ``(D, N)``, entries ``<= 0``; B, C: ``(Bt, N, L)``; D: ``(D,)`` or ``None``.
+        chunk_size: tokens per chunk (``>= 1``); ``None`` picks ``⌈√L⌉``.
+        initial_state: ``(Bt, D, N)``, the state before the first token.
+        output_final_state: also return the state after the last token.
+
+    Returns ``y: (Bt, D, L)`` in the input dtype (float16/bfloat16 accumulate in float32), or ``(y, s_L)``.
+    """
+    _validate_scan(u, delta, A, B, C, D)
+    bt, d, L = u.shape
+    N = A.shape[1]
+    if initial_state is not None:
+        require_tensor("initial_state", initial_state)
+        require_same(("u", "initial_state"), u, initial_state)
+        if tuple(initial_state.shape) != (bt, d, N):
+            raise ValueError(f"initial_state: expected shape {(bt, d, N)}, got {tuple(initial_state.shape)}")
+    chunk = max(1, math.isqrt(max(L - 1, 0)) + 1) if chunk_size is None else chunk_size
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk_size: expected None or an int >= 1, got {chunk_size!r}")
+    dtype, acc = u.dtype, accumulation_dtype(u.dtype)
+    n = max(1, -(-L // chunk))
+    pad = n * chunk - L
+    # Padding has Δ = 0 and u = 0: it neither decays nor writes the state.
+    x = torch.nn.functional.pad((delta * u).to(acc), (0, pad)).unflatten(-1, (n, chunk))  # (Bt, D, n, C)
+    dt = torch.nn.functional.pad(delta.to(acc), (0, pad)).unflatten(-1, (n, chunk))
+    Bc, Cc = (torch.nn.functional.pad(t.to(acc), (0, pad)).unflatten(-1, (n, chunk)) for t in (B, C))  # (Bt, N, n, C)
+    Aa = A.to(acc)[None, :, None, :]  # (1, D, 1, N)
+
+    def step(s: Tensor, tau: int) -> Tensor:
+        """One step of every chunk at in-chunk position ``tau``: ``s: (Bt, D, n, N)``."""
+        write = x[..., tau, None] * Bc[..., tau].transpose(1, 2)[:, None]  # (Bt, D, n, N)
+        return torch.exp(dt[..., tau, None] * Aa) * s + write
+
+    s = torch.zeros(bt, d, n, N, dtype=acc, device=u.device)
+    for tau in range(chunk):  # pass 1: each chunk from a zero state
+        s = step(s, tau)
+    total = torch.exp(dt.sum(-1)[..., None] * Aa)  # (Bt, D, n, N): e^{A ΣΔ} over each chunk
+    carried = torch.zeros(bt, d, N, dtype=acc, device=u.device) if initial_state is None else initial_state.to(acc)
+    starts = []
+    for i in range(n):  # pass over the chunks: the state entering chunk i
+        starts.append(carried)
+        carried = total[:, :, i] * carried + s[:, :, i]
+    s = torch.stack(starts, 2)
+    ys = []
+    for tau in range(chunk):  # pass 2: every chunk from its carried state, reading outputs
+        s = step(s, tau)
+        ys.append((s * Cc[..., tau].transpose(1, 2)[:, None]).sum(-1))  # (Bt, D, n)
+    y = torch.stack(ys, -1).flatten(-2)[..., :L]
+    if D is not None:
+        y = y + D.to(acc)[:, None] * u.to(acc)
+    y = y.to(dtype)
+    return (y, carried.to(dtype)) if output_final_state else y

@@ -229,21 +229,32 @@ def s6_dsf(u: Tensor, delta: Tensor, A: Tensor, b: Tensor, c: Tensor, D: Tensor,
     return DSF(Lam, B, C, torch.diag(D).expand(L, d, d).clone())
 
 
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None) -> Tensor:
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Mamba's selective scan, step by step (Euler, ``delta`` already positive; arXiv 2312.00752, Alg. 2).
 
     ``u, delta: (Bt, d, L)``, ``A: (d, n)``, ``B, C: (Bt, n, L)``, ``D: (d,)`` → ``(Bt, d, L)``:
-    ``s_t = e^{Δ_t A} ⊙ s_{t-1} + Δ_t u_t B_t`` per channel, ``y_t = C_tᵀ s_t + D u_t``.
+    ``s_t = e^{Δ_t A} ⊙ s_{t-1} + Δ_t u_t B_t`` per channel from ``s_0`` (``initial_state: (Bt, d, n)``, else 0),
+    ``y_t = C_tᵀ s_t + D u_t``; with ``output_final_state`` also ``s_L``.
     """
     bt, d, L = u.shape
-    s = torch.zeros(bt, d, A.shape[1], dtype=u.dtype)
+    s = torch.zeros(bt, d, A.shape[1], dtype=u.dtype) if initial_state is None else initial_state.clone()
     ys = []
     for t in range(L):
         dt = delta[:, :, t, None]  # (Bt, d, 1)
         s = torch.exp(dt * A) * s + dt * u[:, :, t, None] * B[:, None, :, t]
         ys.append((s * C[:, None, :, t]).sum(-1))
     y = torch.stack(ys, -1) if ys else u.clone()
-    return y if D is None else y + D[:, None] * u
+    y = y if D is None else y + D[:, None] * u
+    return (y, s) if output_final_state else y
 
 
 # ---------------------------------------------------------------------------

@@ -751,7 +751,11 @@ NORMALIZED_SUBJECT = Subject(
 SCAN_SUBJECT = Subject(
     "selective_scan",
     "fn(u: (Bt, d, L), delta: (Bt, d, L), A: (d, n), B: (Bt, n, L), C: (Bt, n, L), D: (d,)) -> y: (Bt, d, L)",
-    _reference("reference step loop", ref.selective_scan),
+    lambda device: (
+        Implementation("reference step loop", ref.selective_scan, device="cpu"),
+        Implementation("fast chunked", fast.selective_scan),
+        Implementation("fast chunked C=3", partial(fast.selective_scan, chunk_size=3)),
+    ),
     args=("u", "delta", "A", "B", "C", "D"),
 )
 QLSTM_SUBJECT = Subject(
