@@ -628,7 +628,8 @@ GLA_KINDS = (("key", 0.1), ("key", 1.0), ("key", 10.0), ("head", 1.0), ("one", 0
 
 def gla_cases(ctx: CheckContext) -> list[GlaCase]:
     """``T`` of 1, 7, 100 (not multiples of the chunks) × every gate kind; strong gates at ``T = 300``, where
-    an un-rebased ``e^{-G}`` overflows float64 (and at ``T = 1024``, log-scale 50, under ``--budget thorough``)."""
+    an un-rebased ``e^{-G}`` overflows float64, and log-scale 50 at ``T = 200`` (chunk totals past
+    ``fast.dsf.ONE_MATMUL_LIMIT``: the two-level path); ``T = 1024`` under ``--budget thorough``."""
     lengths = (1, 7, 64, 100) + ((257, 500) if ctx.thorough else ())
     cases = [
         gla_case(T, kind, s, ctx.seed + 10 * i + j)
@@ -637,6 +638,7 @@ def gla_cases(ctx: CheckContext) -> list[GlaCase]:
     ]
     cases.append(gla_case(300, "head", 10.0, ctx.seed + 91, B=1))
     cases.append(gla_case(300, "key", 10.0, ctx.seed + 92, B=1, Dk=4, Dv=2))
+    cases.append(gla_case(200, "key", 50.0, ctx.seed + 94, B=1, Dk=4, Dv=2))  # two-level path in float64 too
     if ctx.thorough:
         cases.append(gla_case(1024, "key", 50.0, ctx.seed + 93, B=1, Dk=4, Dv=2))
     return cases

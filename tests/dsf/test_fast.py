@@ -3,13 +3,16 @@ gradients (``log_decay`` included) and bad input."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from attnverify.benchmarks import run_suite
 from attnverify.fast import dsf as fast
 from attnverify.fast.dsf import gated_linear_attention
 from attnverify.numerics import identity_tolerance
@@ -221,3 +224,12 @@ Z = torch.zeros(1, 2, 5, 4)
 def test_bad_input(args: tuple, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         gated_linear_attention(*args, **kwargs)
+
+
+def test_quick_benchmark_suite(tmp_path: Path) -> None:
+    """``attnverify bench --suite dsf --quick``: correctness records pass, every target and the skip are written."""
+    results = json.loads(run_suite("dsf", tmp_path, quick=True).read_text())
+    assert results["suite"] == "dsf" and all(c["passed"] for c in results["correctness"])
+    assert sorted(t["name"][0] for t in results["targets"]) == ["A", "B", "C", "D", "E", "F"]
+    assert all(math.isfinite(t["ratio"]) and t["ratio"] > 0 for t in results["targets"])
+    assert [s["name"][:3] for s in results["skipped"]] == ["GPU"]
