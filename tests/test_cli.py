@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 import textwrap
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -12,6 +15,16 @@ from attnverify import registry
 from attnverify.cli import main
 
 SCAN = "aaren.scan_equals_causal_softmax"
+SHIFT = "aaren.shift_invariance"
+
+
+def strict_load(path: Path) -> Any:
+    """Parse JSON, rejecting the non-standard NaN/Infinity/-Infinity literals."""
+
+    def reject(constant: str) -> NoReturn:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
 
 
 def run(argv: list[str]) -> int:
@@ -29,14 +42,22 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
             """
             import torch
 
-            def good(scores, values):
-                s = scores.to(torch.float64)
-                n = s.shape[-1]
-                causal = torch.ones(n, n, dtype=torch.bool).tril()
-                S = s[..., None, :].expand(*s.shape, n).masked_fill(~causal, float("-inf"))
-                empty = torch.isinf(S).all(-1, keepdim=True)
-                P = torch.softmax(S.masked_fill(empty, 0.0), -1).masked_fill(empty, 0.0)
-                return (P @ values.to(torch.float64)).to(values.dtype)
+            def plain_softmax(scores, values):
+                values = values.masked_fill((scores == float("-inf"))[..., None], 0.0)
+                n = scores.shape[-1]
+                rows = [torch.softmax(scores[..., :k + 1], -1)[..., None, :] @ values[..., :k + 1, :] for k in range(n)]
+                return torch.cat(rows, -2) if rows else values.clone()
+
+            def plain_softmax_nan_to_num(scores, values):
+                return torch.nan_to_num(plain_softmax(scores, values), nan=0.0)
+
+            good = plain_softmax_nan_to_num
+
+            def zeros(scores, values):
+                return torch.zeros_like(values)
+
+            def three_arguments(scores, values, mask):
+                return good(scores, values)
 
             def off_by_one(scores, values):
                 out = good(scores, values)
@@ -53,6 +74,7 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         )
     )
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "mykernels", raising=False)  # this test's file, not an earlier one's
     return "mykernels"
 
 
@@ -70,49 +92,99 @@ def test_verify_holds_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixt
     assert run(["verify", *(f"--claim={c}" for c in chosen), "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "2/2 claims hold" in out and "FAILS" not in out
-    payload = json.loads(path.read_text())
+    payload = strict_load(path)
     assert [c["id"] for c in payload["claims"]] == chosen
+    keys = {"id", "paper", "kind", "verdict", "holds", "metric", "tolerance", "cases", "symbolic_steps", "seconds"}
     for record in payload["claims"]:
-        assert set(record) == {"id", "paper", "kind", "holds", "metric", "tolerance", "cases", "seconds", "details"}
-        assert record["holds"] is True and record["metric"] <= record["tolerance"]
+        assert set(record) == {*keys, "details"}
+        assert record["verdict"] == "holds" and record["holds"] is True and record["metric"] <= record["tolerance"]
+        assert record["cases"] > 0 and all(n > 0 for n in record["details"]["cases_per_pair"].values())
+    assert payload["claims"][0]["symbolic_steps"] > 0
     assert {"torch", "python", "platform", "date", "device"} <= set(payload["environment"])
 
 
-def test_impl_correct_kernel_holds(user_module: str, tmp_path: Path) -> None:
-    path = tmp_path / "e.json"
-    code = run(
-        [
-            "verify",
-            "--claim",
-            SCAN,
-            "--claim",
-            "aaren.shift_invariance",
-            "--impl",
-            f"{user_module}:good",
-            "--json",
-            str(path),
-        ]
-    )
-    assert code == 0
-    payload = json.loads(path.read_text())
-    assert payload["environment"]["impl"] == f"{user_module}:good"
-    assert all(c["details"]["implementations"] == ["--impl"] for c in payload["claims"])
-
-
 def test_impl_wrong_kernel_fails(user_module: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:off_by_one"]) == 1
+    assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:off_by_one", "--dtype", "float64"]) == 1
     out = capsys.readouterr().out
-    assert "FAILS" in out and "o_1 = v_1" in out
+    # The terminal keeps each finding's implementation and dtype label (no markup eats "[float64]").
+    assert "FAILS" in out and "--impl [float64]: o_1 = v_1" in out
 
 
-def test_impl_with_the_wrong_shape_fails_clearly(user_module: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:wrong_shape"]) == 1
-    assert "returned shape" in capsys.readouterr().out
+def _failures(path: Path) -> list[dict[str, Any]]:
+    (record,) = strict_load(path)["claims"]
+    return [f for f in record["details"]["findings"] if not f["passed"]]
 
 
-def test_impl_that_raises_fails_with_its_message(user_module: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:crashes"]) == 1
+def test_nan_for_an_empty_prefix_is_one_finding_naming_the_convention(user_module: str, tmp_path: Path) -> None:
+    """One root cause, one finding; the other comparisons leave the convention's positions out."""
+    for claim in (SCAN, SHIFT):
+        path = tmp_path / f"{claim}.json"
+        argv = ["verify", "--claim", claim, "--dtype", "float64", "--json", str(path), "--impl"]
+        assert run([*argv, f"{user_module}:plain_softmax"]) == 1
+        (failure,) = _failures(path)
+        assert failure["name"].startswith("convention empty_prefix_is_zero:"), failure
+        assert failure["note"].startswith("--impl [float64]: ")
+        assert run([*argv, f"{user_module}:plain_softmax_nan_to_num"]) == 0
+        payload = strict_load(path)
+        assert payload["claims"][0]["verdict"] == "holds"
+        assert payload["claims"][0]["details"]["implementations"] == ["--impl"]
+        assert payload["environment"]["impl"] == f"{user_module}:plain_softmax_nan_to_num"
+
+
+def test_impl_with_the_wrong_shape_fails_clearly(user_module: str, tmp_path: Path) -> None:
+    """One finding naming the implementation and the expected shape, and no location inside attnverify."""
+    path = tmp_path / "e.json"
+    assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:wrong_shape", "--json", str(path)]) == 1
+    (failure,) = _failures(path)
+    assert re.fullmatch(r"--impl returned shape \(.*\), expected \(.*\)", failure["note"]), failure
+
+
+def test_impl_that_raises_is_one_finding_at_the_callers_line(
+    user_module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "e.json"
+    assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:crashes", "--json", str(path)]) == 1
+    (failure,) = _failures(path)
+    source = (tmp_path / "mykernels.py").read_text().splitlines()
+    line = 1 + next(i for i, text in enumerate(source) if "kernel exploded" in text)
+    assert failure["name"] == "--impl [float64], --impl [float32]: raised"
+    assert failure["note"] == f"RuntimeError: kernel exploded (at {tmp_path / 'mykernels.py'}:{line})"
+    assert failure["metric"] == "inf"  # strict JSON: non-finite numbers are strings
     assert "kernel exploded" in capsys.readouterr().out
+
+
+def test_impl_that_cannot_take_the_arguments_exits_2_before_checking(
+    user_module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["verify", "--claim", SCAN, "--impl", f"{user_module}:three_arguments"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be called as fn(scores, values)" in err and "missing a required argument: 'mask'" in err
+
+
+def test_no_case_for_the_dtype_is_not_applicable_not_holds(
+    user_module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hole this closes: a kernel returning zeros "held" the shift claim under bfloat16."""
+    path = tmp_path / "e.json"
+    argv = ["verify", "--claim", SHIFT, "--impl", f"{user_module}:zeros", "--dtype", "bfloat16", "--json", str(path)]
+    assert run(argv) == 3
+    out = capsys.readouterr().out
+    assert "n/a" in out and "holds" not in out.replace("claims hold", "") and "0/1 claims hold, 1 not applicable" in out
+    (record,) = strict_load(path)["claims"]
+    assert record["verdict"] == "not applicable" and record["holds"] is False and record["cases"] == 0
+    assert record["metric"] == "nan"
+    # Any failing claim outranks a not-applicable one.
+    assert run(["verify", "--claim", "aaren.s[ch]*", "--impl", f"{user_module}:zeros", "--dtype", "bfloat16"]) == 1
+
+
+def test_list_one_claim(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["list", "--claim", SCAN]) == 0
+    out = capsys.readouterr().out
+    claim = registry.get(SCAN)
+    assert claim.statement in out and claim.subject is not None and claim.subject.signature in out
+    assert "conventions:\n  - empty_prefix_is_zero: a position whose tokens so far are all masked" in out
+    assert all(f"  - {m.name}: {m.description}" in out for m in claim.mutants)
+    assert run(["list", "--claim", "aaren.nothing"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -159,7 +231,7 @@ def test_impl_for_claim_without_subject(monkeypatch: pytest.MonkeyPatch, capsys:
 def test_dtype_restriction_reaches_the_check(tmp_path: Path) -> None:
     path = tmp_path / "e.json"
     assert run(["verify", "--claim", "aaren.shift*", "--dtype", "float32", "--json", str(path)]) == 0
-    findings = json.loads(path.read_text())["claims"][0]["details"]["findings"]
+    findings = strict_load(path)["claims"][0]["details"]["findings"]
     assert any("[float32]" in f["name"] for f in findings)
     assert not any("[float64]" in f["name"] for f in findings)
 

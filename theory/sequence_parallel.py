@@ -20,7 +20,7 @@ from torch import Tensor
 
 from attnverify.evidence import Recorder
 from attnverify.fast import sequence_parallel as sp
-from attnverify.harness import dtype_name
+from attnverify.harness import dtype_name, pair_name
 from attnverify.numerics import identity_tolerance, row_scale, scaled_error
 from attnverify.proofs_checks import sequence_parallel as proofs
 from attnverify.reference import aaren as ref
@@ -167,7 +167,8 @@ def run_spec(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext, 
                     [r for r in rank_records if r["impl"] == impl.label and r["dtype"] == dtype_name(dtype)]
                     for rank_records in results
                 ]
-                _judge(rec, f"{impl.label} [{dtype_name(dtype)}] P={world}", spec, cases, truths, records, dtype)
+                with rec.guard(pair_name(impl.label, dtype)):  # cases count for this (implementation, dtype)
+                    _judge(rec, f"{pair_name(impl.label, dtype)} P={world}", spec, cases, truths, records, dtype)
 
 
 def _judge(
@@ -332,11 +333,14 @@ AAREN_SP = Subject(
         Implementation(f"fast {s}", partial(sp.prefix_softmax_attention, strategy=s), device="cpu")
         for s in sp.STRATEGIES
     ),
+    args=("scores", "values", "group"),
 )
 LINEAR_SP = Subject(
     "sequence_parallel_linear_attention",
     "fn(q, k: (B, H, T_local, D), v: (B, H, T_local, Dv), group, normalize: bool) -> (B, H, T_local, Dv)",
     lambda device: (Implementation("fast LASP-2", sp.linear_attention, device="cpu"),),
+    args=("q", "k", "v", "group"),
+    kwargs=("normalize",),
 )
 
 CLAIMS = (

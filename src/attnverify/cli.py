@@ -1,17 +1,20 @@
 """The ``attnverify`` command line (README.md, "Other commands"): ``list``, ``verify``, ``bench``, ``book``.
 
-Exit codes: 0 when every selected claim holds, 1 when any fails, 2 on bad arguments (with a
-one-line message on stderr).
+Exit codes of ``verify``: 0 when every selected claim holds, 1 when any fails, 2 on bad arguments
+(with a one-line message on stderr), 3 when none fails but some are "not applicable" (no case for
+the requested dtypes or device).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +22,7 @@ from typing import Any, NoReturn
 import click
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -26,7 +30,8 @@ import attnverify
 from attnverify import registry
 from attnverify.evidence import Evidence
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {registry.dtype_name(d): d for d in registry.ALL_DTYPES}
+EXIT_HOLDS, EXIT_FAILS, EXIT_BAD_ARGUMENTS, EXIT_NOT_APPLICABLE = 0, 1, 2, 3
 
 
 class BadArguments(click.ClickException):
@@ -86,18 +91,42 @@ def environment(device: torch.device, budget: str, seed: int) -> dict[str, Any]:
     return env
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float as a string (``"nan"``, ``"inf"``, ``"-inf"``): strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    return str(obj)
+
+
 def evidence_record(claim: registry.Claim, ev: Evidence) -> dict[str, Any]:
     return {
         "id": claim.id,
         "paper": claim.paper.key,
         "kind": claim.kind,
+        "verdict": ev.verdict,
         "holds": ev.holds,
         "metric": ev.metric,
         "tolerance": ev.tolerance,
         "cases": ev.cases,
+        "symbolic_steps": ev.symbolic_steps,
         "seconds": round(ev.seconds, 4),
-        "details": ev.details,
+        "details": {**ev.details, "findings": [{**asdict(f), "passed": f.passed} for f in ev.findings]},
     }
+
+
+def exit_code(results: Sequence[Evidence]) -> int:
+    """0 all hold, 1 any fails, 3 none fails but some are not applicable."""
+    if any(ev.verdict == "fails" for ev in results):
+        return EXIT_FAILS
+    if any(ev.verdict == "not applicable" for ev in results):
+        return EXIT_NOT_APPLICABLE
+    return EXIT_HOLDS
 
 
 def _fmt(x: float) -> str:
@@ -111,8 +140,15 @@ def cli() -> None:
 
 
 @cli.command("list")
-def list_claims() -> None:
+@click.option("--claim", "claim_id", metavar="ID", help="Show one claim: statement, subject, conventions, mutants.")
+def list_claims(claim_id: str | None) -> None:
     """List every claim: id, paper, kind, subject and mutants."""
+    if claim_id is not None:
+        try:
+            _show_claim(registry.get(claim_id))
+        except KeyError as exc:
+            fail(f"--claim: {exc.args[0]}; 'attnverify list' shows the ids")
+        return
     table = Table(title="attnverify claims")
     table.add_column("claim", no_wrap=True)
     for col in ("paper", "kind", "subject (--impl signature)", "mutants"):
@@ -125,10 +161,33 @@ def list_claims() -> None:
     Console(width=max(120, Console().width)).print(table)
 
 
+def _show_claim(claim: registry.Claim) -> None:
+    """One claim in full, as plain text (no markup: statements hold brackets)."""
+    subject = claim.subject
+    lines = [
+        f"{claim.id} ({claim.kind}): {claim.title}",
+        f"paper: {claim.paper.title}, {claim.paper.authors} ({claim.paper.year}), {claim.paper.url}",
+        f"statement: {claim.statement}",
+        f"subject (--impl): {f'{subject.name}: {subject.signature}' if subject else '- (none)'}",
+        f"applies to: dtypes {', '.join(registry.dtype_name(d) for d in claim.dtypes)}; "
+        f"devices {', '.join(claim.devices)}",
+        "conventions:" + ("" if claim.conventions else " none"),
+        *(f"  - {c.name}: {c.description}" for c in claim.conventions),
+        "mutants:" + ("" if claim.mutants else " none"),
+        *(f"  - {m.name}: {m.description}" for m in claim.mutants),
+    ]
+    click.echo("\n".join(lines))
+
+
 @cli.command()
 @click.option("--claim", "patterns", multiple=True, metavar="GLOB", help="Claim ids to run (glob; repeatable).")
 @click.option("--impl", "impl_spec", metavar="MODULE:FUNCTION", help="Check this callable in place of the subject.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write evidence as JSON.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write evidence as strict JSON (non-finite numbers as the strings nan, inf, -inf).",
+)
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--budget", default="default", show_default=True, type=click.Choice(registry.BUDGETS))
 @click.option("--dtype", "dtypes", multiple=True, type=click.Choice(list(DTYPES)), help="Restrict dtypes (repeatable).")
@@ -142,7 +201,12 @@ def verify(
     dtypes: Sequence[str],
     seed: int,
 ) -> None:
-    """Run the checks of the selected claims and print a verdict table."""
+    """Run the checks of the selected claims and print a verdict table.
+
+    A claim holds only when a numeric case ran for every requested (implementation, dtype) pair.
+    Exit codes: 0 every claim holds; 1 some claim fails; 2 bad arguments; 3 none fails but some
+    claim is not applicable (no case for the requested dtypes or device).
+    """
     try:
         claims = registry.select(patterns)
     except KeyError as exc:
@@ -155,9 +219,13 @@ def verify(
         subjectless = [c.id for c in claims if c.subject is None]
         if subjectless:
             fail(f"--impl: claim(s) {', '.join(subjectless)} have no subject to replace")
-        subjects = {c.subject.name for c in claims if c.subject}
+        subjects = {c.subject.name: c.subject for c in claims if c.subject}
         if len(subjects) > 1:
             fail(f"--impl: the selected claims have different subjects ({', '.join(sorted(subjects))}); narrow --claim")
+        for subject in subjects.values():
+            why = subject.cannot_call(impl)
+            if why is not None:
+                fail(f"--impl: {why} (subject {subject.name}: {subject.signature})")
     ctx = registry.CheckContext(
         budget=budget,  # type: ignore[arg-type]
         device=torch.device(device),
@@ -186,9 +254,10 @@ def verify(
             "environment": {**environment(ctx.device, budget, seed), "impl": impl_spec},
         }
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    if not all(ev.holds for _, ev in results):
-        sys.exit(1)
+        json_path.write_text(json.dumps(strict_json(payload), indent=2, allow_nan=False) + "\n")
+    code = exit_code([ev for _, ev in results])
+    if code:
+        sys.exit(code)
 
 
 def _print_verdicts(results: list[tuple[registry.Claim, Evidence]], impl_spec: str | None) -> None:
@@ -198,20 +267,29 @@ def _print_verdicts(results: list[tuple[registry.Claim, Evidence]], impl_spec: s
     table.add_column("claim", no_wrap=True)
     for col in ("kind", "verdict", "metric", "tolerance", "cases", "seconds"):
         table.add_column(col, justify="right" if col in ("metric", "tolerance", "cases", "seconds") else "left")
+    verdicts = {"holds": "[green]holds[/]", "fails": "[bold red]FAILS[/]", "not applicable": "[yellow]n/a[/]"}
     for claim, ev in results:
-        verdict = "[green]holds[/]" if ev.holds else "[bold red]FAILS[/]"
+        shown = ev.applicable
         table.add_row(
-            claim.id, claim.kind, verdict, _fmt(ev.metric), _fmt(ev.tolerance), str(ev.cases), f"{ev.seconds:.1f}"
+            escape(claim.id),
+            claim.kind,
+            verdicts[ev.verdict],
+            _fmt(ev.metric) if shown else "-",
+            _fmt(ev.tolerance) if shown else "-",
+            str(ev.cases),
+            f"{ev.seconds:.1f}",
         )
     console.print(table)
     for claim, ev in results:
+        if not ev.applicable:
+            console.print(f"[yellow]-[/] {escape(claim.id)}: not applicable: {escape(ev.details['reason'])}")
         for finding in ev.failures():
             note = f" ({finding.note})" if finding.note else ""
-            console.print(
-                f"[red]✗[/] {claim.id}: {finding.name}: {_fmt(finding.metric)} > {_fmt(finding.tolerance)}{note}"
-            )
+            line = f"{claim.id}: {finding.name}: {_fmt(finding.metric)} > {_fmt(finding.tolerance)}{note}"
+            console.print(f"[red]✗[/] {escape(line)}")
     held = sum(ev.holds for _, ev in results)
-    console.print(f"{held}/{len(results)} claims hold")
+    skipped = sum(not ev.applicable for _, ev in results)
+    console.print(f"{held}/{len(results)} claims hold" + (f", {skipped} not applicable" if skipped else ""))
 
 
 @cli.command()

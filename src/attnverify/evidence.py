@@ -1,19 +1,26 @@
 """Evidence: what a check reports.  A list of findings, each a number against a tolerance.
 
 A finding passes when ``metric <= tolerance`` (NaN never passes).  The evidence of a claim
-holds when every finding passes; its headline metric is the *binding* finding, the one
-closest to (or furthest past) its tolerance.
+holds when every finding passes *and* at least one numeric case ran for every requested
+(implementation, dtype) pair; symbolic steps are counted apart and never make a claim hold.
+Its headline metric is the *binding* finding, the one closest to (or furthest past) its
+tolerance.  A claim with no case for the requested dtypes or device is "not applicable",
+neither holding nor failing.
 """
 
 from __future__ import annotations
 
 import math
+import sysconfig
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+Verdict = Literal["holds", "fails", "not applicable"]
 
 
 class SymbolicStep(Protocol):
@@ -25,6 +32,19 @@ class SymbolicStep(Protocol):
     def holds(self) -> bool: ...
 
     def latex(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A choice of ours where the mathematics leaves the output open (e.g. softmax over no token).
+
+    A claim lists its conventions; its check judges each by :meth:`Recorder.convention` (one
+    finding over all pairs) and leaves the positions it decides out of every other comparison:
+    one root cause, one finding.
+    """
+
+    name: str
+    description: str
 
 
 class ImplementationError(Exception):
@@ -64,7 +84,12 @@ class Finding:
 
 @dataclass(frozen=True)
 class Evidence:
-    """The result of one claim's check (CONTRIBUTING.md, "Claims, evidence, mutants")."""
+    """The result of one claim's check (CONTRIBUTING.md, "Claims, evidence, mutants").
+
+    ``cases`` counts numeric cases only; ``symbolic_steps`` the sympy steps, apart.  ``applicable``
+    is false when the claim has no case for the requested dtypes or device: then ``holds`` is
+    false too and :attr:`verdict` says ``"not applicable"``.
+    """
 
     holds: bool
     metric: float
@@ -72,6 +97,19 @@ class Evidence:
     cases: int
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    symbolic_steps: int = 0
+    applicable: bool = True
+
+    @classmethod
+    def not_applicable(cls, reason: str) -> Evidence:
+        """Evidence of a claim that has no case for what was requested (``reason`` says why)."""
+        return cls(False, math.nan, math.nan, 0, 0.0, {"reason": reason, "findings": []}, 0, False)
+
+    @property
+    def verdict(self) -> Verdict:
+        if not self.applicable:
+            return "not applicable"
+        return "holds" if self.holds else "fails"
 
     @property
     def findings(self) -> list[Finding]:
@@ -95,19 +133,75 @@ class Worst:
             self.finding = (float(metric), float(tolerance), label)
 
 
-class Recorder:
-    """Collects findings while a check runs, then turns them into :class:`Evidence`."""
+_LIBRARIES = tuple(str(Path(p).resolve()) for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
 
-    def __init__(self) -> None:
+
+def _ours(frame: Any) -> bool:
+    return str(frame.f_globals.get("__name__", "")).split(".")[0] == "attnverify"
+
+
+def blame(exc: BaseException) -> str:
+    """Where ``exc`` was raised, as ``file:line``: the deepest frame of the caller's own code.
+
+    Frames inside attnverify are skipped, and so are frames inside installed libraries (torch...)
+    when the caller's code appears at all; ``""`` when no frame is left.
+    """
+    frames = [(f, line) for f, line in traceback.walk_tb(exc.__traceback__) if not _ours(f)]
+    users = [(f, line) for f, line in frames if not str(Path(f.f_code.co_filename).resolve()).startswith(_LIBRARIES)]
+    if not (users or frames):
+        return ""
+    frame, line = (users or frames)[-1]
+    return f"{frame.f_code.co_filename}:{line}"
+
+
+class Recorder:
+    """Collects findings while a check runs, then turns them into :class:`Evidence`.
+
+    ``pairs`` are the requested (implementation, dtype) pairs, named ``f"{label} [{dtype}]"``
+    (:func:`attnverify.registry.pair_name`).  A check runs each pair's block inside
+    ``with rec.guard(name):``; every ``rec.cases += n`` there counts ``n`` numeric cases for the
+    pair whose name ``name`` is or starts with.  A requested pair that ran no case and did not
+    already fail gets a failing finding of its own (a silent skip is a failure).
+    """
+
+    def __init__(self, pairs: Sequence[str] = ()) -> None:
         self.findings: list[Finding] = []
-        self.cases = 0
         self.notes: dict[str, Any] = {}
+        self.symbolic_steps = 0
+        self.pairs: dict[str, int] = dict.fromkeys(pairs, 0)
+        """Numeric cases per requested pair."""
+        self._unattributed = 0
+        self._current: str | None = None
+        self._failed: set[str] = set()
+        self._conventions: dict[Convention, dict[str, int]] = {}
         self._start = time.perf_counter()
+
+    @property
+    def cases(self) -> int:
+        """Numeric cases so far, over all pairs; ``rec.cases += n`` adds ``n`` to the current pair."""
+        return sum(self.pairs.values()) + self._unattributed
+
+    @cases.setter
+    def cases(self, value: int) -> None:
+        added = value - self.cases
+        if self._current in self.pairs:
+            self.pairs[self._current] += added
+        else:
+            self._unattributed += added
+
+    def pair_of(self, name: str) -> str | None:
+        """The requested pair that ``name`` (a guard or finding name) is about, if any."""
+        found = [p for p in self.pairs if name == p or name.startswith((p + ":", p + " "))]
+        return max(found, key=len) if found else None
 
     def record(self, name: str, metric: float, tolerance: float, note: str = "") -> bool:
         """Add a finding; returns whether it passed."""
         finding = Finding(name, float(metric), float(tolerance), note)
         self.findings.append(finding)
+        if not finding.passed:
+            pair = self.pair_of(name) or self._current
+            if pair is not None:
+                self._failed.add(pair)
         return finding.passed
 
     def require(self, name: str, condition: bool, note: str = "") -> bool:
@@ -115,12 +209,19 @@ class Recorder:
         return self.record(name, 0.0 if condition else 1.0, 0.0, note)
 
     def symbolic(self, steps: Sequence[SymbolicStep], what: str) -> bool:
-        """One finding for a list of sympy steps: how many fail."""
+        """One finding for a list of sympy steps: how many fail (counted apart from numeric cases)."""
         failed = [s.name for s in steps if not s.holds]
-        self.cases += len(steps)
+        self.symbolic_steps += len(steps)
         return self.record(
             f"symbolic: {len(steps)} steps ({what}) that do not simplify to 0", len(failed), 0, "; ".join(failed)
         )
+
+    def convention(self, convention: Convention, pair: str, violations: int) -> None:
+        """Count the entries of ``pair``'s outputs that break ``convention``; all pairs make one finding."""
+        self._conventions.setdefault(convention, {})
+        self._conventions[convention][pair] = self._conventions[convention].get(pair, 0) + int(violations)
+        if violations:
+            self._failed.add(self.pair_of(pair) or pair)
 
     @contextmanager
     def worst(self, name: str, note: str = "") -> Iterator[Worst]:
@@ -133,26 +234,49 @@ class Recorder:
 
     @contextmanager
     def guard(self, name: str) -> Iterator[None]:
-        """Run a block that calls an implementation through :func:`invoke`.
+        """Run one pair's block (``name`` is, or starts with, the pair's name) that calls code under test.
 
-        An exception raised *by the implementation* becomes a failed finding; an exception of
-        the check's own code propagates, so a broken check can never pass off as a rejection.
+        Cases counted inside count for that pair.  An exception raised *by the implementation*
+        (through :func:`invoke`, or an :class:`ImplementationError` of a harness helper) becomes one
+        failed finding, merged with the same failure of other pairs; an exception of the check's own
+        code propagates, so a broken check can never pass off as a rejection.
         """
+        outer, self._current = self._current, self.pair_of(name) or name
         try:
             yield
         except ImplementationError as exc:
-            cause = exc.__cause__ or exc
-            where = traceback.extract_tb(cause.__traceback__)[-1]
-            self.record(
-                f"{name}: raised",
-                math.inf,
-                0.0,
-                f"{type(cause).__name__}: {cause} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})",
-            )
+            self._raised(name, exc)
+        finally:
+            self._current = outer
+
+    def _raised(self, name: str, exc: ImplementationError) -> None:
+        cause = exc.__cause__
+        if cause is None:  # a harness helper judged the output: the message says it all
+            note = str(exc)
+        else:
+            where = blame(cause)
+            note = f"{type(cause).__name__}: {cause}" + (f" (at {where})" if where else "")
+        for i, f in enumerate(self.findings):
+            if f.name.endswith(": raised") and f.note == note:  # one root cause, one finding
+                self.findings[i] = Finding(f"{f.name.removesuffix(': raised')}, {name}: raised", f.metric, 0.0, note)
+                self._failed.add(self._current or name)
+                return
+        self.record(f"{name}: raised", math.inf, 0.0, note)
 
     def evidence(self) -> Evidence:
-        if self.cases == 0:
-            self.require("at least one case ran", False, "no case ran (the requested dtypes exclude them?)")
+        for convention, counts in self._conventions.items():
+            broken = [f"{pair}: {n}" for pair, n in counts.items() if n]
+            self.record(
+                f"convention {convention.name}: {convention.description} (entries differing)",
+                sum(counts.values()),
+                0,
+                "; ".join(broken) if broken else f"kept by {', '.join(counts)}",
+            )
+        for pair, count in self.pairs.items():
+            if count == 0 and pair not in self._failed:
+                self.require(f"{pair}: ran a numeric case", False, "requested and applicable, yet skipped")
+        if not self.pairs and self.cases == 0:
+            self.require("at least one numeric case ran", False, "symbolic steps alone never make a claim hold")
         binding = max(self.findings, key=lambda f: f.ratio)
         return Evidence(
             holds=all(f.passed for f in self.findings),
@@ -163,6 +287,8 @@ class Recorder:
             details={
                 "binding": binding.name,
                 "findings": [asdict(f) for f in self.findings],
+                "cases_per_pair": dict(self.pairs),
                 **self.notes,
             },
+            symbolic_steps=self.symbolic_steps,
         )

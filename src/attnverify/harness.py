@@ -15,12 +15,9 @@ from torch import Tensor
 
 from attnverify.evidence import ImplementationError, invoke
 from attnverify.numerics import bitwise_mismatches
-from attnverify.registry import CheckContext, Implementation
+from attnverify.registry import CheckContext, Implementation, dtype_name, pair_name
 
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """``torch.float32`` -> ``"float32"``."""
-    return str(dtype).removeprefix("torch.")
+__all__ = ["as_tensor", "as_tensors", "call_pure", "device_for", "dtype_name", "pair_name"]
 
 
 def device_for(impl: Implementation, ctx: CheckContext) -> torch.device:

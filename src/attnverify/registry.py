@@ -1,34 +1,71 @@
 """The claim registry: one list of claims that the CLI, the tests and the book all read (CONTRIBUTING.md).
 
 A :class:`Claim` is data: an id, its paper, a statement, a kind, the subject it is about
-(the callable that ``--impl`` replaces), a check that returns :class:`Evidence`, and the
-planted-bug :class:`Mutant` implementations the check must reject.
+(the callable that ``--impl`` replaces), the conventions it judges apart, the dtypes and devices
+it applies to, a check that returns :class:`Evidence`, and the planted-bug :class:`Mutant`
+implementations the check must reject.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
-from attnverify.evidence import Evidence, Recorder
+from attnverify.evidence import Convention, Evidence, Recorder
+
+__all__ = [
+    "ALL_DTYPES",
+    "BUDGETS",
+    "DEVICES",
+    "IMPL_DTYPES",
+    "KINDS",
+    "PAPER_MODULES",
+    "CheckContext",
+    "Claim",
+    "Convention",
+    "Implementation",
+    "Mutant",
+    "Paper",
+    "Subject",
+    "claims",
+    "dtype_name",
+    "get",
+    "pair_name",
+    "select",
+]
 
 Kind = Literal["symbolic", "identity", "approximation", "statistical"]
 Budget = Literal["default", "thorough"]
 KINDS: tuple[Kind, ...] = ("symbolic", "identity", "approximation", "statistical")
 BUDGETS: tuple[Budget, ...] = ("default", "thorough")
+ALL_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+DEVICES = ("cpu", "cuda")
+IMPL_DTYPES = (torch.float64, torch.float32)
+"""The dtypes a replaced implementation (``--impl``, a mutant) runs in unless others are requested."""
 
 PAPER_MODULES = (
     "attnverify.theory.aaren",
     "attnverify.theory.sequence_parallel",
-    "attnverify.theory.dsf",
     "attnverify.theory.mpnn_vn",
+    "attnverify.theory.dsf",
 )
 """Modules that define ``CLAIMS``; a new paper adds its module here."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def pair_name(label: str, dtype: torch.dtype) -> str:
+    """The name of an (implementation, dtype) pair: ``"fast torch [float32]"``; findings start with it."""
+    return f"{label} [{dtype_name(dtype)}]"
 
 
 @dataclass(frozen=True)
@@ -65,6 +102,25 @@ class Subject:
     signature: str
     implementations: Callable[[torch.device], tuple[Implementation, ...]]
     """Our implementations to check on a device (a function, so that e.g. Triton joins only on CUDA)."""
+    args: tuple[str, ...] | None = None
+    """The positional arguments a check passes, by name (``None``: not declared, not checked)."""
+    kwargs: tuple[str, ...] = ()
+    """The keyword arguments a check may pass."""
+
+    def cannot_call(self, fn: Callable[..., Any]) -> str | None:
+        """Why ``fn``'s signature cannot take the subject's arguments (``None`` when it can, or cannot tell)."""
+        if self.args is None:
+            return None
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # builtins without a signature: the checks will tell
+            return None
+        try:
+            signature.bind(*self.args, **dict.fromkeys(self.kwargs))
+        except TypeError as exc:
+            call = ", ".join([*self.args, *(f"{k}=..." for k in self.kwargs)])
+            return f"{getattr(fn, '__qualname__', fn)!s}{signature} cannot be called as fn({call}): {exc}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -114,17 +170,40 @@ class Claim:
     check: CheckFn
     subject: Subject | None = None
     mutants: tuple[Mutant, ...] = ()
+    conventions: tuple[Convention, ...] = ()
+    """Choices of ours the check judges apart, each by one finding (see :class:`Convention`)."""
+    dtypes: tuple[torch.dtype, ...] = ALL_DTYPES
+    """The dtypes the claim has cases for; other requested dtypes are "not applicable"."""
+    devices: tuple[str, ...] = DEVICES
+    """The device types the check can run on."""
 
-    def run(self, ctx: CheckContext | None = None, impl: Callable[..., Any] | None = None) -> Evidence:
-        """Run the check on our implementations, or on ``impl`` in place of the subject."""
+    def run(
+        self, ctx: CheckContext | None = None, impl: Callable[..., Any] | None = None, label: str = "--impl"
+    ) -> Evidence:
+        """Run the check on our implementations, or on ``impl`` (named ``label``) in place of the subject.
+
+        The requested pairs are each implementation's dtypes ∩ the requested ∩ the claim's; with
+        none (or on a device the claim does not run on) the evidence is "not applicable".
+        """
         ctx = ctx or CheckContext()
+        if ctx.device.type not in self.devices:
+            return Evidence.not_applicable(f"{self.id} runs on {'/'.join(self.devices)}, not {ctx.device.type}")
+        asked = ctx.dtypes
+        ctx = replace(ctx, dtypes=tuple(d for d in (asked or ALL_DTYPES) if d in self.dtypes))
         if impl is None:
             impls = self.subject.implementations(ctx.device) if self.subject else ()
         else:
             if self.subject is None:
                 raise ValueError(f"claim {self.id} has no subject that an implementation could replace")
-            impls = (Implementation("--impl", impl, ctx.dtypes or (torch.float64, torch.float32)),)
-        recorder = Recorder()
+            impls = (Implementation(label, impl, tuple(d for d in (asked or IMPL_DTYPES) if d in self.dtypes)),)
+        pairs = [pair_name(i.label, d) for i in impls for d in ctx.dtypes_for(i)]
+        if not ctx.dtypes or (impls and not pairs):
+            requested = ", ".join(dtype_name(d) for d in asked or ()) or "defaults"
+            return Evidence.not_applicable(
+                f"no case for the requested dtypes ({requested}); {self.id} applies to "
+                f"{', '.join(dtype_name(d) for d in self.dtypes)}"
+            )
+        recorder = Recorder(pairs)
         recorder.notes["implementations"] = [i.label for i in impls]
         self.check(recorder, impls, ctx)
         return recorder.evidence()
