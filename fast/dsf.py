@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnverify.fast._dispatch import accumulation_dtype, require_float, require_same, require_tensor
+from attnverify.fast._dispatch import accumulation_dtype, require_float, require_same, require_tensor, select_backend
 
 CHUNK = 64
 SUBCHUNK = 16
@@ -179,6 +179,34 @@ def _chunked(
     return out.flatten(2, 3)[:, :, :T], S
 
 
+class _TritonGLA(torch.autograd.Function):
+    """Forward: the Triton kernel (``fast/triton/dsf.py``); backward: autograd of the torch chunked form."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor | None, chunk: int
+    ) -> tuple[Tensor, Tensor]:
+        from attnverify.fast.triton.dsf import triton_gla
+
+        ctx.chunk, ctx.has_g, ctx.has_state = chunk, g is not None, state is not None
+        ctx.save_for_backward(q, k, v, *(t for t in (g, state) if t is not None))
+        per_head = g is not None and g.shape[-1] == 1
+        return triton_gla(q, k, v, g[..., 0] if per_head and g is not None else g, state)
+
+    @staticmethod
+    def backward(ctx: Any, d_out: Tensor, d_final: Tensor) -> tuple[Tensor | None, ...]:
+        saved = iter(ctx.saved_tensors)
+        q, k, v = next(saved), next(saved), next(saved)
+        g = next(saved) if ctx.has_g else None
+        state = next(saved) if ctx.has_state else None
+        inputs = [t.detach().requires_grad_() if t is not None else None for t in (q, k, v, g, state)]
+        with torch.enable_grad():
+            out, final = _chunked(*inputs[:4], ctx.chunk, inputs[4])
+            leaves = [t for t in inputs if t is not None]
+            grads = iter(torch.autograd.grad((out, final), leaves, (d_out, d_final), allow_unused=True))
+        return (*(next(grads) if t is not None else None for t in inputs), None)
+
+
 def gated_linear_attention(
     q: Tensor,
     k: Tensor,
@@ -189,6 +217,7 @@ def gated_linear_attention(
     chunk_size: int = CHUNK,
     initial_state: Tensor | None = None,
     output_final_state: bool = False,
+    backend: str | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Gated linear attention ``S_t = diag(e^{g_t}) S_{t-1} + k_t v_tᵀ``, ``o_t = S_tᵀ q_t`` (arXiv 2312.06635, eq. 3).
 
@@ -206,6 +235,8 @@ def gated_linear_attention(
         initial_state: ``(B, H, Dk, Dv)`` (``(B, H, Dk, Dv + 1)`` with ``z_0`` as the last column when
             ``normalize``): the state before the first token.
         output_final_state: also return the state after the last token (same layout as ``initial_state``).
+        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (CUDA, or the CPU
+            under ``TRITON_INTERPRET=1``).  The Triton backward recomputes through the torch path.
 
     Returns ``o: (B, H, T, Dv)`` in the input dtype (float16/bfloat16 accumulate in float32), or
     ``(o, S_T)`` with ``output_final_state``.
@@ -229,7 +260,11 @@ def gated_linear_attention(
     if normalize:
         v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
     g = None if log_decay is None else (log_decay[..., None] if log_decay.dim() == 3 else log_decay).to(acc)
-    out, final = _chunked(q, k, v, g, chunk_size, None if initial_state is None else initial_state.to(acc))
+    state = None if initial_state is None else initial_state.to(acc)
+    if select_backend(backend, q.device) == "triton":
+        out, final = _TritonGLA.apply(q, k, v, g, state, chunk_size)
+    else:
+        out, final = _chunked(q, k, v, g, chunk_size, state)
     if normalize:
         out = out[..., :dv] / out[..., dv:]
     out = out.to(dtype)

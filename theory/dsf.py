@@ -787,6 +787,11 @@ GLA_SUBJECT = Subject(
         Implementation("fast C=16", _gla_chunked(16)),
         Implementation("fast C=1", _gla_chunked(1)),
         Implementation("fast C=T", _gla_chunked(None)),
+        *(
+            (Implementation("fast triton", partial(fast.gated_linear_attention, backend="triton")),)
+            if device.type == "cuda"
+            else ()
+        ),
     ),
     args=("q", "k", "v", "log_decay"),
 )

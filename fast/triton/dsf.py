@@ -1,0 +1,115 @@
+"""Triton kernel for gated linear attention (GLA, arXiv 2312.06635, §4; book/dsf.md, "One kernel for the family").
+
+One program per (batch·head, block of ``BLOCK_DV`` value columns).  The state ``S`` (``Dk × BLOCK_DV``)
+lives in registers, accumulated in float32 (float64 for float64 inputs), and the program walks its
+sequence in chunks of ``BLOCK_T`` tokens.  Per chunk, with ``Ĝ`` the chunk-local inclusive cumsum of the
+log-gates:
+
+* intra-chunk weights ``P_tj = Σ_c q_tc k_jc e^{Ĝ_tc - Ĝ_jc}`` (``j <= t``) formed elementwise in log space
+  (a ``BLOCK_T × BLOCK_T × Dk`` tile; masked pairs never reach ``exp``, so no exponent is positive);
+* ``O = P V + (Q ⊙ e^{Ĝ}) S``;  ``S ← e^{Ĝ_last} ⊙ S + (K ⊙ e^{Ĝ_last - Ĝ})ᵀ V``.
+
+Tail tokens load as ``q = k = v = 0``, ``g = 0``: they neither write to nor decay the state.  Matmuls use
+``input_precision="ieee"`` (no TF32).  Verified against ``attnverify.reference.dsf.gla_recurrent``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+
+@triton.jit
+def _gla_kernel(  # type: ignore[no-untyped-def]
+    Q_ptr,  # (R, T, DK)
+    K_ptr,  # (R, T, DK)
+    V_ptr,  # (R, T, DV)
+    G_ptr,  # (R, T, DK) per key channel, or (R, T) per head (PER_KEY false)
+    S0_ptr,  # (R, DK, DV) initial state; read only when HAS_INIT
+    O_ptr,  # (R, T, DV) out
+    SF_ptr,  # (R, DK, DV) out: the final state
+    T,
+    DK,
+    DV,
+    BLOCK_T: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    PER_KEY: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    IS_F64: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    vblock = tl.program_id(1)
+    acc = tl.float64 if IS_F64 else tl.float32
+    kc = tl.arange(0, BLOCK_DK)
+    vc = vblock * BLOCK_DV + tl.arange(0, BLOCK_DV)
+    k_ok, v_ok = kc < DK, vc < DV
+    tt = tl.arange(0, BLOCK_T)
+    causal = tt[:, None] >= tt[None, :]
+    state_offs = row * DK * DV + kc[:, None] * DV + vc[None, :]
+    state_ok = k_ok[:, None] & v_ok[None, :]
+    if HAS_INIT:
+        S = tl.load(S0_ptr + state_offs, mask=state_ok, other=0.0).to(acc)
+    else:
+        S = tl.zeros((BLOCK_DK, BLOCK_DV), acc)
+    for start in range(0, T, BLOCK_T):
+        pos = start + tt
+        ok = pos < T
+        qk_offs = row * T * DK + pos[:, None] * DK + kc[None, :]
+        qk_ok = ok[:, None] & k_ok[None, :]
+        q = tl.load(Q_ptr + qk_offs, mask=qk_ok, other=0.0).to(acc)
+        k = tl.load(K_ptr + qk_offs, mask=qk_ok, other=0.0).to(acc)
+        v_offs = row * T * DV + pos[:, None] * DV + vc[None, :]
+        v = tl.load(V_ptr + v_offs, mask=ok[:, None] & v_ok[None, :], other=0.0).to(acc)
+        if PER_KEY:
+            g = tl.load(G_ptr + qk_offs, mask=qk_ok, other=0.0).to(acc)
+        else:
+            g = tl.load(G_ptr + row * T + pos, mask=ok, other=0.0).to(acc)[:, None] + tl.zeros((BLOCK_T, BLOCK_DK), acc)
+        G = tl.cumsum(g, axis=0)  # (BLOCK_T, BLOCK_DK): chunk-local inclusive cumsum
+        last = tl.sum(g, axis=0)  # Ĝ_last
+        gap = tl.where(causal[:, :, None], G[:, None, :] - G[None, :, :], float("-inf"))
+        P = tl.sum(q[:, None, :] * k[None, :, :] * tl.exp(gap), axis=2)  # (BLOCK_T, BLOCK_T)
+        out = tl.dot(P, v, input_precision="ieee") + tl.dot(q * tl.exp(G), S, input_precision="ieee")
+        tl.store(O_ptr + v_offs, out.to(O_ptr.dtype.element_ty), mask=ok[:, None] & v_ok[None, :])
+        k_w = k * tl.exp(last[None, :] - G)
+        S = tl.exp(last)[:, None] * S + tl.dot(tl.trans(k_w), v, input_precision="ieee")
+    tl.store(SF_ptr + state_offs, S, mask=state_ok)
+
+
+def _block(n: int, cap: int | None = None) -> int:
+    """A power of two ``>= max(n, 16)`` (``tl.dot`` needs 16), capped at ``cap``."""
+    b = max(16, triton.next_power_of_2(max(n, 1)))
+    return min(b, cap) if cap else b
+
+
+def triton_gla(
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, initial_state: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """``q, k: (B, H, T, Dk)``, ``v: (B, H, T, Dv)`` in the accumulation dtype, ``log_decay`` ``(B, H, T)`` or
+    ``(B, H, T, Dk)`` or ``None``, ``initial_state: (B, H, Dk, Dv)`` → ``(o, S_T)`` in the accumulation dtype."""
+    B, H, T, DK = q.shape
+    DV = v.shape[-1]
+    R = B * H
+    dtype = q.dtype
+    qf, kf = (t.reshape(R, T, DK).contiguous() for t in (q, k))
+    vf = v.reshape(R, T, DV).contiguous()
+    if log_decay is None:
+        g, per_key = torch.zeros(R, T, dtype=dtype, device=q.device), False
+    else:
+        per_key = log_decay.dim() == 4
+        g = log_decay.reshape(R, T, DK) if per_key else log_decay.reshape(R, T)
+        g = g.to(dtype).contiguous()
+    out = torch.empty(R, T, DV, dtype=dtype, device=q.device)
+    final = torch.empty(R, DK, DV, dtype=dtype, device=q.device)
+    s0 = initial_state.reshape(R, DK, DV).to(dtype).contiguous() if initial_state is not None else final
+    block_dk = _block(DK)
+    block_dv = _block(DV, 64)
+    block_t = 16 if block_dk > 64 else 32
+    _gla_kernel[(R, triton.cdiv(DV, block_dv))](
+        qf, kf, vf, g, s0, out, final, T, DK, DV,
+        BLOCK_T=block_t, BLOCK_DK=block_dk, BLOCK_DV=block_dv, PER_KEY=per_key,
+        HAS_INIT=initial_state is not None, IS_F64=dtype == torch.float64,
+    )  # fmt: skip
+    return out.reshape(B, H, T, DV), final.reshape(B, H, DK, DV)

@@ -1,0 +1,71 @@
+"""The Triton GLA kernel against the step-by-step recurrence (forward; backward through the torch path).
+
+Runs under ``TRITON_INTERPRET=1`` on the CPU (small shapes; ``tests/test_triton_tier.py`` starts this file
+in its own process, since the variable must be set before ``import triton``), or compiled on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnverify.fast.dsf import gated_linear_attention
+from attnverify.reference import dsf as ref
+from attnverify.theory.dsf import CHUNKED_TOLERANCE, rel_error
+from tests.dsf.test_fast import gla_inputs
+
+CUDA = torch.cuda.is_available()
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.skipif(
+        not (CUDA or os.environ.get("TRITON_INTERPRET") == "1"), reason="needs CUDA or TRITON_INTERPRET=1"
+    ),
+]
+DEVICE = "cuda" if CUDA else "cpu"
+F64, F32 = torch.float64, torch.float32
+
+
+@settings(max_examples=15)
+@given(
+    t=st.sampled_from([1, 2, 17, 31, 32, 33, 70]),
+    kind=st.sampled_from(["none", "head", "key"]),
+    scale=st.sampled_from([0.1, 1.0, 50.0]),
+    normalize=st.booleans(),
+    dtype=st.sampled_from([F64, F32]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_recurrence(t: int, kind: str, scale: float, normalize: bool, dtype: torch.dtype, seed: int) -> None:
+    q, k, v, g = gla_inputs(
+        t, seed, kind="key" if kind == "none" else kind, scale=scale, positive=normalize, dk=5, dv=3
+    )
+    decay = None if kind == "none" else g
+    state = torch.rand(2, 2, 5, 3 + int(normalize), dtype=F64, generator=torch.Generator().manual_seed(seed))
+    args = [x.to(dtype).to(DEVICE) if x is not None else None for x in (q, k, v, decay, state)]
+    out, final = gated_linear_attention(
+        *args[:4], normalize=normalize, initial_state=args[4], output_final_state=True, backend="triton"
+    )
+    assert out.dtype == dtype and out.device.type == DEVICE
+    want, want_final = ref.gla_recurrent(
+        *(x.to(F64).cpu() if x is not None else None for x in args[:4]),
+        normalize=normalize,
+        initial_state=args[4].to(F64).cpu(),
+    )
+    assert rel_error(out, want) <= CHUNKED_TOLERANCE[dtype]
+    assert rel_error(final, want_final) <= CHUNKED_TOLERANCE[dtype]
+
+
+def test_strong_gates_stay_finite() -> None:
+    q, k, v, g = (x.float().to(DEVICE) for x in gla_inputs(100, 3, kind="key", scale=50.0, b=1))
+    out = gated_linear_attention(q, k, v, g, backend="triton")
+    assert torch.isfinite(out).all()
+    assert rel_error(out, ref.gla_recurrent(*(x.double().cpu() for x in (q, k, v, g)))[0]) <= CHUNKED_TOLERANCE[F32]
+
+
+def test_gradcheck_through_the_triton_forward() -> None:
+    q, k, v, g = (x.to(DEVICE) for x in gla_inputs(9, 1, kind="key", scale=1.0, b=1, h=1, dk=2, dv=2))
+    inputs = tuple(x.clone().requires_grad_() for x in (q, k, v, g))
+    assert torch.autograd.gradcheck(lambda *xs: gated_linear_attention(*xs, chunk_size=4, backend="triton"), inputs)
