@@ -54,6 +54,7 @@ PAPER_MODULES = (
     "attnverify.theory.sequence_parallel",
     "attnverify.theory.mpnn_vn",
     "attnverify.theory.dsf",
+    "attnverify.theory.lla",
 )
 """Modules that define ``CLAIMS``; a new paper adds its module here."""
 

@@ -1,0 +1,520 @@
+"""LLA claims ("Local Linear Attention", arXiv 2510.01450): statements, cases and checks.
+
+Claim ids follow ``book/lla.md`` ("The claims").  Ground truth is float64 on CPU, computed from
+formulas in ``proofs_checks/lla.py`` that share no code with the closed form under test: the
+``(D+1)``-dimensional ridge normal equations, the centred forms, torch's softmax.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attnverify.evidence import Recorder
+from attnverify.harness import as_tensor, call_pure, device_for, dtype_name
+from attnverify.numerics import bitwise_mismatches, row_scale, scaled_error
+from attnverify.proofs_checks import lla as proofs
+from attnverify.reference import lla as ref
+from attnverify.registry import CheckContext, Claim, Implementation, Paper, Subject
+from attnverify.theory.mutants import lla as mut
+
+LLA = Paper(
+    key="lla",
+    title="Local Linear Attention: An Optimal Interpolation of Linear and Softmax Attention For Test-Time Regression",
+    authors="Yifei Zuo, Yin, Zeng, Li, Zhu, Wang",
+    year=2025,
+    arxiv="2510.01450",
+)
+
+F64, F32 = torch.float64, torch.float32
+EXACT_F64 = 1e-10
+"""float64 tolerance of the exact identities: the solves of ``D x D`` systems whose condition grows like
+``1/lam``; randn inputs, T <= 64, D <= 8 stay below 1e-11 down to ``lam = 1e-4`` (book/lla.md, "Numerics")."""
+EXACT_F32 = 1e-4
+"""float32 tolerance at ``lam >= 0.1`` (randn inputs, T <= 128, D <= 16: worst seen 2e-5; at ``lam = 1e-2``
+errors reach 5e-4, so float32 cases start at ``lam = 0.1``)."""
+LAMS = {F64: (1e-4, 1e-2, 1.0, 100.0), F32: (0.1, 1.0, 10.0)}
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    return EXACT_F64 if dtype == F64 else EXACT_F32
+
+
+# ---------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LLACase:
+    """``q, k: (B, H, T, D)``, ``v: (B, H, T, Dv)`` in float64."""
+
+    label: str
+    q: Tensor
+    k: Tensor
+    v: Tensor
+
+    def on(self, dtype: torch.dtype, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(x.to(dtype).to(device) for x in (self.q, self.k, self.v))  # type: ignore[return-value]
+
+    def rounded(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """The inputs as rounded to ``dtype``, back in float64 on CPU (ground truth is computed from these)."""
+        return tuple(x.to(dtype).to(F64) for x in (self.q, self.k, self.v))  # type: ignore[return-value]
+
+
+def lla_case(
+    t: int, *, d: int = 3, dv: int = 2, lead: tuple[int, ...] = (1, 2), key_scale: float = 1.0, seed: int = 0
+) -> LLACase:
+    """Seeded randn inputs; keys times ``key_scale`` (varied norms make the running max move)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(*lead, t, d, generator=g, dtype=F64)
+    k = torch.randn(*lead, t, d, generator=g, dtype=F64) * key_scale
+    v = torch.randn(*lead, t, dv, generator=g, dtype=F64)
+    return LLACase(f"T={t} D={d} Dv={dv} lead={lead} |k|x{key_scale:g}", q, k, v)
+
+
+def exact_cases(ctx: CheckContext) -> list[LLACase]:
+    """Lengths 1, 2, 5, 13 (and 31, 64 thorough); D in {1, 3, 4}; one case with keys of spread norms."""
+    lengths = (1, 2, 5, 13) + ((31, 64) if ctx.thorough else ())
+    cases = [lla_case(t, d=(1, 3, 4)[i % 3], dv=(2, 1, 3)[i % 3], seed=ctx.seed + i) for i, t in enumerate(lengths)]
+    cases.append(lla_case(9, d=2, dv=2, lead=(2, 1), key_scale=3.0, seed=ctx.seed + 50))
+    return cases
+
+
+def _pairs(
+    impls: Sequence[Implementation], ctx: CheckContext
+) -> Iterator[tuple[Implementation, torch.dtype, torch.device, str]]:
+    for impl in impls:
+        for dtype in ctx.dtypes_for(impl):
+            yield impl, dtype, device_for(impl, ctx), f"{impl.label} [{dtype_name(dtype)}]"
+
+
+def _run(
+    impl: Implementation, q: Tensor, k: Tensor, v: Tensor, lam: float | Tensor, **kw: object
+) -> tuple[Tensor, bool]:
+    """Call an attention implementation purely; returns its output (checked to be ``v``-shaped) and purity."""
+    out, unchanged = call_pure(lambda q, k, v: impl.fn(q, k, v, lam, **kw), q, k, v)
+    return as_tensor(out, impl.label, v.shape).cpu().to(F64), unchanged
+
+
+def _symbolic(rec: Recorder, ctx: CheckContext, pick: Callable[[tuple], tuple], what: str) -> None:  # type: ignore[type-arg]
+    dims = (1, 2) if ctx.thorough else (1,)
+    rec.symbolic([s for d in dims for s in pick(proofs.closed_form_identities(d))], what)
+
+
+# ---------------------------------------------------------------------------
+# Claims 1-2: the closed form is the local ridge intercept, and equals the centred forms
+# ---------------------------------------------------------------------------
+
+
+def _against(
+    rec: Recorder,
+    impls: Sequence[Implementation],
+    ctx: CheckContext,
+    truths: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, float | Tensor], Tensor]],
+) -> None:
+    """Each implementation against each float64 form in ``truths`` (``form(s, q, k, v, lam)``), every case and lam."""
+    cases = exact_cases(ctx)
+    for impl, dtype, device, name in _pairs(impls, ctx):
+        with rec.guard(name):
+            pure = True
+            errs = {key: rec.worst(f"{name}: error vs {key}") for key in truths}
+            accs = {key: cm.__enter__() for key, cm in errs.items()}
+            for case in cases:
+                q, k, v = case.on(dtype, device)
+                q64, k64, v64 = case.rounded(dtype)
+                s = proofs.softmax_weights(q64, k64)
+                t = q.shape[-2]
+                g = torch.Generator().manual_seed(t)
+                per_position = LAMS[dtype][0] * 10 ** (3 * torch.rand(t, generator=g, dtype=F64))
+                for lam in (*LAMS[dtype], per_position):
+                    lam_label = "per-position" if isinstance(lam, Tensor) else f"{lam:g}"
+                    lam_in = lam.to(dtype).to(device) if isinstance(lam, Tensor) else lam
+                    out, unchanged = _run(impl, q, k, v, lam_in)
+                    pure &= unchanged
+                    lam64 = lam.to(dtype).to(F64) if isinstance(lam, Tensor) else lam
+                    for key, form in truths.items():
+                        truth = form(s, q64, k64, v64, lam64)
+                        accs[key].add(
+                            scaled_error(out, truth, row_scale(v64)), tolerance(dtype), f"{case.label} lam={lam_label}"
+                        )
+                    rec.cases += 1
+            for cm in errs.values():
+                cm.__exit__(None, None, None)
+            rec.require(f"{name}: inputs left unchanged", pure)
+
+
+def check_intercept(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """``o_i`` is the intercept of the ``s``-weighted ridge fit with penalty ``diag(0, lam I)``."""
+    _symbolic(rec, ctx, lambda steps: steps[:1], "closed form = (D+1)-dim normal equations")
+    _against(rec, impls, ctx, {"the intercept of the (D+1)-dim ridge normal equations": proofs.ridge_intercept})
+
+
+def check_centred_form(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """The closed form equals the centred (i), residual (ii) and Parallax-style (iv) forms."""
+    _symbolic(rec, ctx, lambda steps: steps[1:4] + steps[5:], "forms (i), (ii), (iv) and rho")
+    _against(
+        rec,
+        impls,
+        ctx,
+        {
+            "centred form (i)": proofs.centred_form,
+            "residual form (ii)": proofs.residual_form,
+            "Parallax-style form (iv)": proofs.parallax_form,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------
+# Claim 3: delta / omega = 1 / (1 + eta) in (0, 1]
+# ---------------------------------------------------------------------------
+
+DENOMINATOR_REL = 1e-9
+"""Relative float64 tolerance of ``delta/omega = 1/(1 + eta)``: ``delta`` is a difference ``omega - mu.rho``
+that cancels when ``eta`` is large, so it is judged relative to its own size (book/lla.md)."""
+
+
+def check_denominator(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """``delta_i / omega_i`` equals ``1/(1 + eta_i)`` and lies in ``(0, 1]``."""
+    _symbolic(rec, ctx, lambda steps: steps[4:5], "delta / omega = 1/(1 + eta)")
+    cases = exact_cases(ctx)
+    for impl, dtype, device, name in _pairs(impls, ctx):
+        with rec.guard(name):
+            violations = 0
+            with rec.worst(f"{name}: relative error vs 1/(1 + eta)") as err:
+                for case in cases:
+                    q, k, _ = case.on(dtype, device)
+                    q64, k64, _ = case.rounded(dtype)
+                    s = proofs.softmax_weights(q64, k64)
+                    for lam in LAMS[dtype]:
+                        out, _ = call_pure(lambda q, k, lam=lam, fn=impl.fn: fn(q, k, lam), q, k)
+                        r = as_tensor(out, impl.label, q.shape[:-1]).cpu().to(F64)
+                        truth = proofs.denominator_ratio(s, q64, k64, lam)
+                        tol = DENOMINATOR_REL if dtype == F64 else EXACT_F32
+                        err.add(scaled_error(r, truth, truth), tol, f"{case.label} lam={lam:g}")
+                        violations += int(((r <= 0) | (r > 1 + tol) | torch.isnan(r)).sum())
+                        rec.cases += 1
+            rec.record(f"{name}: delta / omega outside (0, 1] (entries)", violations, 0)
+
+
+# ---------------------------------------------------------------------------
+# Claim 4: limits
+# ---------------------------------------------------------------------------
+
+LIMIT_LAM = 1e12
+LIMIT_TOL = 1e-8
+RATE_LAMS = (1e4, 2e4)
+RATE_BAND = (1.8, 2.2)
+"""Doubling lam at lam >= 1e4 halves the distance to softmax (the O(1/lam) term dominates: the next is
+O(1/lam^2), 1e-4 relative)."""
+MESANET_GAP = 1e-3
+
+
+def check_limits(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """Softmax as lam -> inf at rate 1/lam; affine ridge at scale = 0; the control: that limit is not MesaNet."""
+    cases = exact_cases(ctx)[1:]
+    big = lla_case(12, d=3, dv=2, seed=ctx.seed + 7)
+    q, k, v = big.q, big.k, big.v
+    a_mat = torch.randn(2, 3, generator=torch.Generator().manual_seed(ctx.seed), dtype=F64)
+    v_affine = k @ a_mat.T + 2.0
+    gap = float(
+        (ref.global_ridge_attention(q, k, v_affine, 0.1) - ref.mesanet_attention(q, k, v_affine, 0.1)).abs().max()
+    )
+    rec.record(
+        "control (references): affine ridge with intercept differs from MesaNet on v = A k + c (1e-3 / max gap)",
+        MESANET_GAP / gap if gap > 0 else math.inf,
+        1.0,
+    )
+    for impl, dtype, device, name in _pairs(impls, ctx):
+        with rec.guard(name):
+            tol = tolerance(dtype)
+            with (
+                rec.worst(f"{name}: lam = 1e12 vs softmax attention") as soft,
+                rec.worst(f"{name}: scale = 0.0 vs affine ridge with intercept") as uni,
+            ):
+                for case in cases:
+                    qd, kd, vd = case.on(dtype, device)
+                    q64, k64, v64 = case.rounded(dtype)
+                    out, _ = _run(impl, qd, kd, vd, LIMIT_LAM)
+                    nw = ref.nadaraya_watson_attention(q64, k64, v64)
+                    soft.add(scaled_error(out, nw, row_scale(v64)), max(LIMIT_TOL, tol), case.label)
+                    for lam in LAMS[dtype][1:]:
+                        out0, _ = _run(impl, qd, kd, vd, lam, scale=0.0)
+                        truth = ref.global_ridge_attention(q64, k64, v64, lam)
+                        uni.add(scaled_error(out0, truth, row_scale(v64)), tol, f"{case.label} lam={lam:g}")
+                    rec.cases += 1
+            if dtype == F64:
+                qd, kd, vd = big.on(dtype, device)
+                nw = ref.nadaraya_watson_attention(q, k, v)
+                e1, e2 = ((_run(impl, qd, kd, vd, lam)[0] - nw).abs().max() for lam in RATE_LAMS)
+                ratio = float(e1 / e2) if e2 > 0 else math.inf
+                lo, hi = RATE_BAND
+                rec.record(
+                    f"{name}: rate 1/lam, |o - softmax| at lam = 1e4 over lam = 2e4 outside [{lo}, {hi}] (distance)",
+                    max(lo - ratio, ratio - hi, 0.0) if math.isfinite(ratio) else math.inf,
+                    0.0,
+                    f"ratio {ratio:.4f}",
+                )
+
+
+# ---------------------------------------------------------------------------
+# Claim 5: affine exactness at lam = 0 and equivariance
+# ---------------------------------------------------------------------------
+
+AFFINE_TOL = 1e-9
+"""float64, lam = 0: the fit interpolates ``A k + c`` exactly; the per-query solve is as conditioned as
+the local design, whose condition over randn keys with >= D + 2 of them stays below 1e3 here."""
+
+
+def check_affine(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """lam = 0 reproduces affine values at the query; shifting or mixing value channels commutes with LLA."""
+    g = torch.Generator().manual_seed(ctx.seed + 11)
+    cases = [lla_case(16, d=d, dv=3, seed=ctx.seed + 20 + d) for d in (1, 2, 4)]
+    mats = [
+        (torch.randn(3, c.q.shape[-1], generator=g, dtype=F64), torch.randn(3, generator=g, dtype=F64)) for c in cases
+    ]
+    mix = torch.randn(3, 3, generator=g, dtype=F64)
+    control = min(
+        float(
+            (ref.nadaraya_watson_attention(c.q, c.k, c.k @ a.T + b) - (c.q @ a.T + b))[..., c.q.shape[-1] + 1 :, :]
+            .abs()
+            .max()
+        )
+        for c, (a, b) in zip(cases, mats, strict=True)
+    )
+    rec.record("control: softmax attention misses affine values (1e-3 / its smallest worst error)", 1e-3 / control, 1.0)
+    for impl, dtype, device, name in _pairs(impls, ctx):
+        with (
+            rec.guard(name),
+            rec.worst(f"{name}: lam = 0, v = A k + c: o_i vs A q_i + c at positions with >= D + 2 keys") as exact,
+            rec.worst(f"{name}: o(v + c) = o(v) + c") as shift,
+            rec.worst(f"{name}: o(v M^T) = o(v) M^T") as lin,
+        ):
+            for case, (a, b) in zip(cases, mats, strict=True):
+                q, k, _ = case.on(dtype, device)
+                d = q.shape[-1]
+                va = k @ a.T.to(dtype).to(device) + b.to(dtype).to(device)
+                out, _ = _run(impl, q, k, va, 0.0)
+                want = case.q @ a.T + b
+                exact.add(
+                    scaled_error(out[..., d + 1 :, :], want[..., d + 1 :, :], row_scale(want)),
+                    AFFINE_TOL,
+                    case.label,
+                )
+                for lam in (1e-2, 1.0):
+                    _, _, v = case.on(dtype, device)
+                    base, _ = _run(impl, q, k, v, lam)
+                    moved, _ = _run(impl, q, k, v + b.to(dtype).to(device), lam)
+                    mixed, _ = _run(impl, q, k, v @ mix.T.to(dtype).to(device), lam)
+                    shift.add(
+                        scaled_error(moved, base + b, row_scale(base + b)), EXACT_F64, f"{case.label} lam={lam:g}"
+                    )
+                    lin.add(
+                        scaled_error(mixed, base @ mix.T, row_scale(case.v @ mix.T)),
+                        EXACT_F64,
+                        f"{case.label} lam={lam:g}",
+                    )
+                rec.cases += 1
+
+
+# ---------------------------------------------------------------------------
+# Claim 6: shift invariance (weights given)
+# ---------------------------------------------------------------------------
+
+
+def check_shift_invariance(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """Scaling row ``i`` of the weights by ``e^{-c_i}`` (``m_i -> m_i + c_i``, ``|c_i| <= 5``) leaves ``o`` as is."""
+    cases = exact_cases(ctx)
+    for impl, dtype, device, name in _pairs(impls, ctx):
+        with (
+            rec.guard(name),
+            rec.worst(f"{name}: o(w e^-c) vs o(w)") as inv,
+            rec.worst(f"{name}: o(w) vs the ridge intercept") as err,
+        ):
+            for case in cases:
+                q, k, v = case.on(dtype, device)
+                q64, k64, v64 = case.rounded(dtype)
+                w64 = ref.causal_weights(q64, k64)
+                g = torch.Generator().manual_seed(q.shape[-2])
+                c = 10 * torch.rand(*w64.shape[:-1], 1, generator=g, dtype=F64) - 5
+                for lam in LAMS[dtype]:
+                    outs = []
+                    for w in (w64, w64 * torch.exp(-c)):
+                        o, _ = call_pure(
+                            lambda w, q, k, v, lam=lam, fn=impl.fn: fn(w, q, k, v, lam), w.to(dtype).to(device), q, k, v
+                        )
+                        outs.append(as_tensor(o, impl.label, v.shape).cpu().to(F64))
+                    truth = proofs.ridge_intercept(w64 / w64.sum(-1, keepdim=True), q64, k64, v64, lam)
+                    label = f"{case.label} lam={lam:g}"
+                    inv.add(scaled_error(outs[1], outs[0], row_scale(v64)), tolerance(dtype), label)
+                    err.add(scaled_error(outs[0], truth, row_scale(v64)), tolerance(dtype), label)
+                    rec.cases += 1
+
+
+# ---------------------------------------------------------------------------
+# Claim 7: causality
+# ---------------------------------------------------------------------------
+
+
+def check_causality(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """Changing ``q_j, k_j, v_j`` for ``j > i`` leaves ``o_1..o_i`` bit for bit."""
+    cases = [lla_case(20, d=3, dv=2, seed=ctx.seed + 30), lla_case(7, d=2, dv=1, lead=(2, 1), seed=ctx.seed + 31)]
+    for impl, dtype, device, name in _pairs(impls, ctx):
+        with rec.guard(name):
+            mismatches = 0
+            for case in cases:
+                q, k, v = case.on(dtype, device)
+                t = q.shape[-2]
+                for cut in sorted({0, t // 2, t - 2}):
+                    g = torch.Generator().manual_seed(cut)
+                    later = [x.clone() for x in (q, k, v)]
+                    for x in later:
+                        x[..., cut + 1 :, :] = (
+                            (3 * torch.randn(x[..., cut + 1 :, :].shape, generator=g, dtype=F64)).to(dtype).to(device)
+                        )
+                    for lam in (0.1, 1.0):
+                        a, _ = _run(impl, q, k, v, lam)
+                        b, _ = _run(impl, *later, lam)
+                        mismatches += bitwise_mismatches(a[..., : cut + 1, :], b[..., : cut + 1, :])
+                        rec.cases += 1
+            rec.record(f"{name}: o_1..o_i change when tokens after i change (entries differing)", mismatches, 0)
+
+
+# ---------------------------------------------------------------------------
+# Subjects and claims
+# ---------------------------------------------------------------------------
+
+
+def attention_implementations(device: torch.device) -> tuple[Implementation, ...]:
+    return (Implementation("reference per-query solve", ref.local_linear_attention, device="cpu"),)
+
+
+ATTENTION = Subject(
+    "local_linear_attention",
+    "fn(q: (B, H, T, D), k: (B, H, T, D), v: (B, H, T, Dv), lam: float | (B, H, T), scale=None) -> (B, H, T, Dv)",
+    attention_implementations,
+    args=("q", "k", "v", "lam"),
+    kwargs=("scale",),
+)
+AFFINE = Subject(
+    "local_linear_attention_lam0",
+    "fn(q, k, v, lam) -> o as local_linear_attention, accepting lam = 0 (minimum-norm or direct solve)",
+    lambda device: (Implementation("reference per-query solve", ref.local_linear_attention, (F64,), device="cpu"),),
+    args=("q", "k", "v", "lam"),
+)
+DENOMINATOR = Subject(
+    "normalised_denominator",
+    "fn(q: (B, H, T, D), k: (B, H, T, D), lam) -> delta / omega: (B, H, T)",
+    lambda device: (Implementation("reference per-query solve", ref.normalised_denominator, device="cpu"),),
+    args=("q", "k", "lam"),
+)
+FIT = Subject(
+    "local_linear_fit",
+    "fn(w: (B, H, T, T) causal weights, q, k, v, lam) -> (B, H, T, Dv)",
+    lambda device: (Implementation("reference per-query solve", ref.local_linear_fit, device="cpu"),),
+    args=("w", "q", "k", "v", "lam"),
+)
+
+CLAIMS = (
+    Claim(
+        id="lla.intercept_of_local_ridge",
+        paper=LLA,
+        kind="identity",
+        title="The LLA output is the intercept of a kernel-weighted local linear ridge fit",
+        statement=(
+            r"$o_i=\hat b_i$ where $(\hat b_i,\hat W_i)=\arg\min_{b,W}\sum_{j\le i}s_{ij}\|v_j-b-W(k_j-q_i)\|^2"
+            r"+\lambda\|W\|_F^2$, i.e. $o_i=\delta_i^{-1}\sum_{j\le i}w_{ij}(1-\rho_i^\top(k_j-q_i))v_j$ with "
+            r"$\Sigma_i=\sum_j w_{ij}(k_j-q_i)(k_j-q_i)^\top+\lambda\omega_iI$, $\rho_i=\Sigma_i^{-1}\mu_i$, "
+            r"$\delta_i=\omega_i-\mu_i^\top\rho_i$."
+        ),
+        check=check_intercept,
+        subject=ATTENTION,
+        dtypes=(F64, F32),
+        mutants=(mut.LAM_RAW, mut.HALF_LOSS, mut.INTERCEPT_PENALISED, mut.CENTRED_AT_KEY),
+    ),
+    Claim(
+        id="lla.centred_form",
+        paper=LLA,
+        kind="identity",
+        title="The closed form equals the centred, residual and Parallax-style forms",
+        statement=(
+            r"$o_i=\bar v_i+\hat W_i(q_i-\bar k_i)=\sum_j s_{ij}(v_j-\hat W_i(k_j-q_i))"
+            r"=\bar v_i-(1+\eta_i)\Sigma^{KV}_i\rho_i$ with $\hat W_i=\Sigma^{KV}_i(C_i+\lambda I)^{-1}$, "
+            r"$\eta_i=\bar\mu_i^\top(C_i+\lambda I)^{-1}\bar\mu_i$, $\bar\mu_i=\bar k_i-q_i$."
+        ),
+        check=check_centred_form,
+        subject=ATTENTION,
+        dtypes=(F64, F32),
+        mutants=(mut.SIGN_FLIP, mut.DELTA_SIGN),
+    ),
+    Claim(
+        id="lla.denominator_bounds",
+        paper=LLA,
+        kind="identity",
+        title="The denominator is a Schur complement: delta / omega = 1 / (1 + eta) in (0, 1]",
+        statement=r"$\delta_i/\omega_i=1/(1+\eta_i)\in(0,1]$ for $\lambda>0$, with $\eta_i\ge0$ as above.",
+        check=check_denominator,
+        subject=DENOMINATOR,
+        dtypes=(F64, F32),
+        mutants=(mut.DENOM_PLUS, mut.DENOM_UNNORMALISED),
+    ),
+    Claim(
+        id="lla.limits",
+        paper=LLA,
+        kind="approximation",
+        title="Large ridge gives softmax attention at rate 1/lambda; uniform weights give affine ridge, not MesaNet",
+        statement=(
+            r"$\|o(\lambda)-o^{NW}\|=O(1/\lambda)$ as $\lambda\to\infty$; with $\tau=0$, "
+            r"$o_i=\bar v_i+\Sigma^{KV}_i(C_i+\lambda I)^{-1}(q_i-\bar k_i)$ over uniform weights (ridge with "
+            r"intercept), which differs from MesaNet's $(\sum_j v_jk_j^\top)(\sum_j k_jk_j^\top+\lambda I)^{-1}q_i$."
+        ),
+        check=check_limits,
+        subject=ATTENTION,
+        dtypes=(F64, F32),
+        mutants=(mut.SCALE_OR_DEFAULT, mut.UNIFORM_IS_MESANET, mut.SIGN_FLIP),
+    ),
+    Claim(
+        id="lla.affine_exactness_and_equivariance",
+        paper=LLA,
+        kind="identity",
+        title="LLA reproduces affine values exactly at lambda = 0 and commutes with affine maps of the values",
+        statement=(
+            r"If $v_j=Ak_j+c$ and $\lambda=0$, then $o_i=Aq_i+c$ wherever $\ge D+2$ keys are in general position "
+            r"(softmax attention does not); for every $\lambda$, $v\mapsto v+c$ gives $o\mapsto o+c$ and "
+            r"$v\mapsto vM^\top$ gives $o\mapsto oM^\top$."
+        ),
+        check=check_affine,
+        subject=AFFINE,
+        dtypes=(F64,),
+        mutants=(mut.INTERCEPT_PENALISED, mut.CENTRED_AT_KEY),
+    ),
+    Claim(
+        id="lla.shift_invariance",
+        paper=LLA,
+        kind="identity",
+        title="The output does not depend on the stabilising max, because the ridge scales with omega",
+        statement=(
+            r"Replacing $m_i$ by $m_i+c_i$ (so $w_{ij}\mapsto e^{-c_i}w_{ij}$), $|c_i|\le5$, leaves $o_i$ unchanged: "
+            r"$\Sigma_i,\mu_i,\omega_i$ all scale by $e^{-c_i}$ since the ridge is $\lambda\omega_iI$."
+        ),
+        check=check_shift_invariance,
+        subject=FIT,
+        dtypes=(F64, F32),
+        mutants=(mut.FIT_LAM_RAW,),
+    ),
+    Claim(
+        id="lla.causality",
+        paper=LLA,
+        kind="identity",
+        title="Causal: later tokens never change earlier outputs",
+        statement=r"Changing $q_j,k_j,v_j$ for $j>i$ leaves $o_1,\dots,o_i$ bit for bit unchanged.",
+        check=check_causality,
+        subject=ATTENTION,
+        dtypes=(F64, F32),
+        mutants=(mut.MASK_OFF_BY_ONE,),
+    ),
+)
