@@ -9,7 +9,6 @@ batch at once, verified against the dense per-graph reference (book/mpnn_vn.md).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -103,40 +102,54 @@ def _features(q: Tensor, k: Tensor, batch: Tensor, B: int, feature_map: FeatureM
     return phi_q, phi_k
 
 
-def tile_layout(batch: Tensor, B: int) -> tuple[Tensor, Tensor, int, int]:
-    """Cut every graph into tiles of ``T`` consecutive nodes: ``(tile id per node, graph of each tile, #tiles, T)``.
+def size_buckets(batch: Tensor, B: int) -> tuple[Tensor, Tensor, list[tuple[Tensor, int]]]:
+    """Group the non-empty graphs by size into half-octave buckets ``(2^{k/2}, 2^{(k+1)/2}]``.
 
-    ``T`` is the power of two nearest the mean graph size, clamped to ``[8, 64]``, so each graph wastes
-    at most ``T - 1`` padded rows whatever the spread of sizes.
+    Returns ``(counts, ptr, [(graph ids, largest size) per bucket])``; padding each graph to its bucket's
+    largest wastes less than ``√2 - 1`` of the rows whatever the spread of sizes.
     """
     counts = torch.bincount(batch, minlength=B)
-    T = int(min(64, max(8, 2 ** round(math.log2(max(1.0, batch.numel() / max(B, 1)))))))
-    per_graph = (counts + T - 1) // T
-    first_tile = torch.cumsum(per_graph, 0) - per_graph
     ptr = torch.cumsum(counts, 0) - counts
-    position = torch.arange(batch.numel(), device=batch.device) - ptr[batch]
-    tile = first_tile[batch] + torch.div(position, T, rounding_mode="floor")
-    tile_graph = torch.repeat_interleave(torch.arange(B, device=batch.device), per_graph)
-    return tile, tile_graph, int(per_graph.sum()), T
+    graphs = torch.nonzero(counts).flatten()
+    key = torch.ceil(2 * torch.log2(counts[graphs].double())).long()
+    order = torch.argsort(key, stable=True)
+    _, per_key = torch.unique_consecutive(key[order], return_counts=True)
+    buckets = []
+    for ids in torch.split(graphs[order], per_key.tolist()):
+        buckets.append((ids, int(counts[ids].max())))
+    return counts, ptr, buckets
 
 
 def segment_attention_torch(phi_q: Tensor, phi_k: Tensor, v: Tensor, batch: Tensor, B: int) -> Tensor:
-    """``out_i = φ(q_i)ᵀ S_{b_i} / φ(q_i)ᵀ z_{b_i}`` by segment sums; cost ``O(N m d_v)``, no ``n²`` term.
+    """``out_i = φ(q_i)ᵀ S_{b_i} / φ(q_i)ᵀ z_{b_i}`` per graph; cost ``O(N m d_v)``, no ``n²`` term.
 
-    Nodes are padded into tiles of ``T`` rows of one graph (``to_dense_batch`` over tiles, zero rows
-    added *after* φ), ``S`` is summed by a batched GEMM per tile and a segment sum over each graph's
-    tiles, and read out by a second batched GEMM.
+    ``z_g = Σ_{j∈g} φ(k_j)`` is a segment sum over the sorted batch (torch_geometric ``segment``).
+    For ``S_g = Σ_{j∈g} φ(k_j) v_jᵀ`` the graphs are bucketed by size (:func:`size_buckets`); in each
+    bucket their rows are gathered into padded ``(G, n, ·)`` blocks, padded key rows pointing at a zero
+    row (zero *after* φ), and one batched GEMM sums ``S`` and a second reads ``φ(q_i)ᵀ S`` out.  The rows
+    come back in node order through one
+    permutation.
     """
-    from torch_geometric.utils import scatter, to_dense_batch
+    from torch_geometric.utils import segment
 
-    tile, tile_graph, n_tiles, T = tile_layout(batch, B)
-    K, mask = to_dense_batch(phi_k, tile, max_num_nodes=T, batch_size=n_tiles)  # (tiles, T, m)
-    V, _ = to_dense_batch(v, tile, max_num_nodes=T, batch_size=n_tiles)  # (tiles, T, d_v)
-    Q, _ = to_dense_batch(phi_q, tile, max_num_nodes=T, batch_size=n_tiles)
-    S = scatter(K.transpose(1, 2) @ V, tile_graph, dim=0, dim_size=B, reduce="sum")  # (B, m, d_v)
-    z = scatter(phi_k, batch, dim=0, dim_size=B, reduce="sum")  # (B, m)
-    num = (Q @ S[tile_graph])[mask]  # (N, d_v), rows in node order
-    return num / (phi_q * z[batch]).sum(1, keepdim=True)
+    N, m = phi_k.shape
+    counts, ptr, buckets = size_buckets(batch, B)
+    z = segment(phi_k, torch.cat([ptr, ptr.new_full((1,), N)]))  # (B, m)
+    keys = torch.cat([phi_k, phi_k.new_zeros(1, m)])  # row N is the zero row that padding points at
+    rows, outs = [], []
+    for ids, n in buckets:
+        position = torch.arange(n, device=batch.device)
+        valid = position < counts[ids, None]  # (G, n)
+        index = torch.where(valid, ptr[ids, None] + position, N).flatten()
+        K = keys.index_select(0, index).view(len(ids), n, m)
+        V = v.index_select(0, index.clamp(max=N - 1)).view(len(ids), n, -1)
+        Q = phi_q.index_select(0, index.clamp(max=N - 1)).view(len(ids), n, m)
+        keep = valid.flatten().nonzero().flatten()
+        rows.append(index[keep])
+        outs.append(torch.bmm(Q, torch.bmm(K.transpose(1, 2), V)).flatten(0, 1)[keep])  # (rows, d_v)
+    inverse = torch.empty_like(batch)
+    inverse[torch.cat(rows)] = torch.arange(N, device=batch.device)
+    return torch.cat(outs)[inverse] / (phi_q * z[batch]).sum(1, keepdim=True)
 
 
 def segment_linear_attention(

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnverify.fast import segment_linear_attention
-from attnverify.fast.mpnn_vn import tile_layout
+from attnverify.fast.mpnn_vn import size_buckets
 from attnverify.numerics import identity_tolerance, scaled_error
 from attnverify.reference import mpnn_vn as ref
 from attnverify.theory.mpnn_vn import DV, graph_case
@@ -85,13 +85,16 @@ def test_batch_independence_and_skewed_sizes() -> None:
     assert scaled_error(fast(both)[:n], alone, small.scale(F64)) <= identity_tolerance(F64)
 
 
-@pytest.mark.parametrize("sizes", [(1,), (8, 9, 63, 64, 65), (200,)])
-def test_tiles_cover_each_graph(sizes) -> None:
-    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-    tile, tile_graph, n_tiles, T = tile_layout(batch, len(sizes))
-    assert tile.numel() == batch.numel() and int(tile.max()) == n_tiles - 1
-    assert torch.equal(tile_graph[tile], batch)  # every node's tile belongs to its graph
-    assert int(torch.bincount(tile).max()) <= T
+@pytest.mark.parametrize("sizes", [(1,), (8, 9, 63, 64, 65, 1, 2, 3), (200,), (10,) * 9 + (500,)])
+def test_size_buckets_cover_each_graph_once(sizes) -> None:
+    """Every non-empty graph is in exactly one bucket, padded by less than a factor √2."""
+    counts_in = torch.tensor(sizes)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), counts_in)
+    counts, _, buckets = size_buckets(batch, len(sizes) + 1)  # one trailing empty graph
+    ids = torch.cat([i for i, _ in buckets])
+    assert sorted(ids.tolist()) == list(range(len(sizes)))
+    for i, n in buckets:
+        assert int(counts[i].max()) == n and bool((counts[i] * 2**0.5 > n).all())
 
 
 def test_nan_scratch(nan_scratch) -> None:
