@@ -6,6 +6,7 @@ each function validates its input once and dispatches on device (see ``_dispatch
 
 from attnverify.fast.aaren import Aaren, AarenState, combine, prefix_softmax_attention
 from attnverify.fast.dsf import gated_linear_attention, selective_scan
+from attnverify.fast.lla import local_linear_attention
 from attnverify.fast.mpnn_vn import segment_linear_attention
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "AarenState",
     "combine",
     "gated_linear_attention",
+    "local_linear_attention",
     "prefix_softmax_attention",
     "segment_linear_attention",
     "selective_scan",

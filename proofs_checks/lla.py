@@ -192,3 +192,15 @@ def bias_and_variance(
     fn = f  # a numpy ufunc-like callable
     bias = (weights * fn(x)).sum(-1) - fn(np.asarray(query))  # type: ignore[operator]
     return bias, sigma**2 * (weights**2).sum(-1)
+
+
+def normal_system(q: Tensor, k: Tensor, lam: float | Tensor, scale: float | None = None) -> tuple[Tensor, Tensor]:
+    """``Sigma_i / omega_i`` ``(..., T, D, D)`` and ``mu_i / omega_i`` ``(..., T, D)`` from torch's softmax,
+    formed densely (``rho_i`` and the relative residual do not depend on the factor ``omega_i``)."""
+    s = softmax_weights(q, k, scale)
+    lam_i = lam_per_query(lam, q.shape[:-2], q.shape[-2], q)
+    dif = k[..., None, :, :] - q[..., :, None, :]  # (..., T, T, D)
+    mu = torch.einsum("...ij,...ijd->...id", s, dif)
+    eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+    sigma = torch.einsum("...ij,...ijd,...ije->...ide", s, dif, dif) + lam_i[..., None, None] * eye
+    return sigma, mu

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnverify.evidence import Recorder
+from attnverify.evidence import Recorder, invoke
+from attnverify.fast import lla as fast
 from attnverify.harness import as_tensor, call_pure, device_for, dtype_name
 from attnverify.numerics import bitwise_mismatches, row_scale, scaled_error
 from attnverify.proofs_checks import lla as proofs
@@ -385,12 +386,175 @@ def check_causality(rec: Recorder, impls: Sequence[Implementation], ctx: CheckCo
 
 
 # ---------------------------------------------------------------------------
+# Claim 8: the blockwise kernel equals the per-query solve, gradients too
+# ---------------------------------------------------------------------------
+
+GRAD_TOL = 1e-8
+"""float64 vector-Jacobian products of an implementation against reference autograd, relative to the
+largest reference entry: two solves deep (forward and adjoint) at lam >= 0.1."""
+
+
+def blockwise_cases(ctx: CheckContext) -> list[tuple[LLACase, tuple[int, ...]]]:
+    """Keys of spread norms (the running max moves between tiles); block sizes 1, 3, 7, T and a non-divisor."""
+    cases = [
+        (lla_case(13, d=3, dv=2, key_scale=3.0, seed=ctx.seed + 60), (1, 3, 5, 7, 13)),
+        (lla_case(20, d=2, dv=3, lead=(2, 1), key_scale=4.0, seed=ctx.seed + 61), (1, 3, 6, 7, 20)),
+    ]
+    if ctx.thorough:
+        cases.append((lla_case(64, d=8, dv=4, key_scale=2.0, seed=ctx.seed + 62), (1, 3, 7, 10, 64)))
+    return cases
+
+
+def check_blockwise(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """Every block size gives the per-query solve's output; float64 gradients match reference autograd."""
+    cases = blockwise_cases(ctx)
+    for impl, dtype, device, name in _pairs(impls, ctx):
+        with rec.guard(name):
+            with rec.worst(f"{name}: error vs the per-query solve, every block size") as err:
+                for case, blocks in cases:
+                    q, k, v = case.on(dtype, device)
+                    q64, k64, v64 = case.rounded(dtype)
+                    for lam in LAMS[dtype][1:]:
+                        truth = ref.local_linear_attention(q64, k64, v64, lam)
+                        for block in blocks:
+                            out, _ = _run(impl, q, k, v, lam, block_size=block)
+                            err.add(
+                                scaled_error(out, truth, row_scale(v64)),
+                                tolerance(dtype),
+                                f"{case.label} lam={lam:g} block={block}",
+                            )
+                            rec.cases += 1
+            if dtype == F64:
+                _gradients(rec, impl, device, name, ctx)
+
+
+def _gradients(rec: Recorder, impl: Implementation, device: torch.device, name: str, ctx: CheckContext) -> None:
+    case = lla_case(9, d=3, dv=2, key_scale=2.0, seed=ctx.seed + 63)
+    lam = 0.3 + torch.rand(1, 2, 9, generator=torch.Generator().manual_seed(ctx.seed), dtype=F64)
+    leaves = [x.clone().requires_grad_() for x in (case.q, case.k, case.v, lam)]
+    out = ref.local_linear_attention(*leaves)
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(ctx.seed + 1), dtype=F64)
+    want = torch.autograd.grad(out, leaves, cot)
+    for block in (1, 4, 9):
+        got_leaves = [x.detach().clone().to(device).requires_grad_() for x in leaves]
+        o = invoke(impl.fn, *got_leaves, block_size=block)
+        o = as_tensor(o, impl.label, out.shape)
+        if not o.requires_grad:
+            rec.record(f"{name}: output is differentiable", 1.0, 0.0)
+            return
+        got = invoke(torch.autograd.grad, o, got_leaves, cot.to(device), allow_unused=True)
+        for label, g, w in zip(("q", "k", "v", "lam"), got, want, strict=True):
+            metric = math.inf if g is None else scaled_error(g.cpu(), w, w.abs().max())
+            rec.record(f"{name}: d/d{label} vs reference autograd, block={block}", metric, GRAD_TOL)
+    rec.cases += 1
+
+
+# ---------------------------------------------------------------------------
+# Claim 9: conjugate gradients solve Sigma rho = mu
+# ---------------------------------------------------------------------------
+
+CG_DEFAULT_TOL = {F64: 1e-9, F32: 1e-4}
+"""Relative error of rho after the default D iterations at lam >= 1 (float64 reaches 1e-12 on randn inputs;
+float32 1e-5)."""
+CG_RESIDUAL_TOL = 1e-10
+
+
+def cg_cases(ctx: CheckContext) -> list[LLACase]:
+    return [
+        lla_case(17, d=4, dv=1, seed=ctx.seed + 70),
+        lla_case(9, d=1, dv=1, seed=ctx.seed + 71),
+        lla_case(12, d=8, dv=1, lead=(1, 1), seed=ctx.seed + 72),
+    ] + ([lla_case(64, d=16, dv=1, lead=(1, 1), seed=ctx.seed + 73)] if ctx.thorough else [])
+
+
+def _row_norm(x: Tensor) -> Tensor:
+    return x.norm(dim=-1)
+
+
+def check_cg(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """CG reaches the solution of ``Sigma rho = mu``: (a) to 1e-9 in D iterations at lam >= 1; (b) to a relative
+    residual 1e-10 in 4D iterations at lam in [1e-3, 1); (c) its Sigma-norm error never grows; (d) no NaN."""
+    cases = cg_cases(ctx)
+    for impl, dtype, device, name in _pairs(impls, ctx):
+        with rec.guard(name):
+            nonfinite = growth = 0
+            with (
+                rec.worst(f"{name}: (a) lam >= 1, default D iterations: |rho - rho*| / |rho*|") as err_a,
+                rec.worst(f"{name}: (b) lam in [1e-3, 1), 4D iterations: |Sigma rho - mu| / |mu|") as err_b,
+            ):
+                for case in cases:
+                    q, k, _ = case.on(dtype, device)
+                    q64, k64, _ = case.rounded(dtype)
+                    d = q.shape[-1]
+                    for lam in (1.0, 10.0):
+                        sigma, mu = proofs.normal_system(q64, k64, lam)
+                        star = torch.linalg.solve(sigma, mu[..., None])[..., 0]
+                        rho = as_tensor(invoke(impl.fn, q, k, lam), impl.label, q.shape).cpu().to(F64)
+                        nonfinite += int((~torch.isfinite(rho)).sum())
+                        rel = _row_norm(rho - star) / _row_norm(star).clamp_min(1e-300)
+                        err_a.add(
+                            float(rel.nan_to_num(math.inf).max()), CG_DEFAULT_TOL[dtype], f"{case.label} lam={lam:g}"
+                        )
+                        rec.cases += 1
+                    if dtype != F64:
+                        continue
+                    for lam in (1e-3, 1e-2, 0.1):
+                        sigma, mu = proofs.normal_system(q64, k64, lam)
+                        rho = as_tensor(invoke(impl.fn, q, k, lam, cg_iters=4 * d), impl.label, q.shape).cpu()
+                        nonfinite += int((~torch.isfinite(rho)).sum())
+                        res = _row_norm((sigma @ rho[..., None])[..., 0] - mu)
+                        live = _row_norm(mu) > 0
+                        rel = torch.where(live, res / _row_norm(mu).clamp_min(1e-300), res)
+                        err_b.add(float(rel.nan_to_num(math.inf).max()), CG_RESIDUAL_TOL, f"{case.label} lam={lam:g}")
+                        star = torch.linalg.solve(sigma, mu[..., None])[..., 0]
+                        previous = None
+                        for n in range(1, d + 1):
+                            rho_n = as_tensor(invoke(impl.fn, q, k, lam, cg_iters=n), impl.label, q.shape).cpu()
+                            e = rho_n - star
+                            energy = (e[..., None, :] @ sigma @ e[..., None])[..., 0, 0].clamp_min(0).sqrt()
+                            if previous is not None:
+                                slack = 1e-6 * previous + 1e-12 * _row_norm(mu)
+                                growth += int((~(energy <= previous + slack)).sum())
+                            previous = energy
+                        rec.cases += 1
+            rec.record(f"{name}: (c) Sigma-norm error grew from one iteration to the next (rows)", growth, 0)
+            rec.record(f"{name}: (d) non-finite entries of rho", nonfinite, 0)
+
+
+# ---------------------------------------------------------------------------
 # Subjects and claims
 # ---------------------------------------------------------------------------
 
 
+def _fast(solver: str, iters_per_d: int | None = None) -> Callable[..., Tensor]:
+    def fn(
+        q: Tensor, k: Tensor, v: Tensor, lam: float | Tensor, scale: float | None = None, block_size: int | None = None
+    ) -> Tensor:
+        iters = None if iters_per_d is None else iters_per_d * q.shape[-1]
+        return fast.local_linear_attention(
+            q, k, v, lam, scale=scale, solver=solver, cg_iters=iters, block_size=block_size
+        )
+
+    return fn
+
+
+CG_ITERS_PER_D = 4
+"""The fast CG path is checked with ``cg_iters = 4 D``: at ``lam <= 1e-2`` the default ``D`` iterations leave
+errors of 1e-3 to 1 (claim ``lla.cg_solves_system``), and the identity claims reach down to ``lam = 1e-4``."""
+
+
+def fast_implementations() -> tuple[Implementation, ...]:
+    return (
+        Implementation("fast cg (4D iterations)", _fast("cg", CG_ITERS_PER_D)),
+        Implementation("fast direct", _fast("direct")),
+    )
+
+
 def attention_implementations(device: torch.device) -> tuple[Implementation, ...]:
-    return (Implementation("reference per-query solve", ref.local_linear_attention, device="cpu"),)
+    return (
+        Implementation("reference per-query solve", ref.local_linear_attention, device="cpu"),
+        *fast_implementations(),
+    )
 
 
 ATTENTION = Subject(
@@ -403,7 +567,10 @@ ATTENTION = Subject(
 AFFINE = Subject(
     "local_linear_attention_lam0",
     "fn(q, k, v, lam) -> o as local_linear_attention, accepting lam = 0 (minimum-norm or direct solve)",
-    lambda device: (Implementation("reference per-query solve", ref.local_linear_attention, (F64,), device="cpu"),),
+    lambda device: (
+        Implementation("reference per-query solve", ref.local_linear_attention, (F64,), device="cpu"),
+        Implementation("fast direct", _fast("direct"), (F64,)),
+    ),
     args=("q", "k", "v", "lam"),
 )
 DENOMINATOR = Subject(
@@ -417,6 +584,26 @@ FIT = Subject(
     "fn(w: (B, H, T, T) causal weights, q, k, v, lam) -> (B, H, T, Dv)",
     lambda device: (Implementation("reference per-query solve", ref.local_linear_fit, device="cpu"),),
     args=("w", "q", "k", "v", "lam"),
+)
+
+
+def _fast_rho(q: Tensor, k: Tensor, lam: float | Tensor, cg_iters: int | None = None) -> Tensor:
+    return fast.local_linear_rho(q, k, lam, cg_iters=cg_iters)
+
+
+BLOCKED = Subject(
+    "local_linear_attention_blocked",
+    "fn(q, k, v, lam, block_size=None) -> (B, H, T, Dv): local_linear_attention with a tile size",
+    lambda device: fast_implementations(),
+    args=("q", "k", "v", "lam"),
+    kwargs=("block_size",),
+)
+SOLVE = Subject(
+    "local_linear_rho",
+    "fn(q: (B, H, T, D), k, lam, cg_iters=None) -> rho: (B, H, T, D), the solution of Sigma_i rho_i = mu_i",
+    lambda device: (Implementation("fast cg", _fast_rho),),
+    args=("q", "k", "lam"),
+    kwargs=("cg_iters",),
 )
 
 CLAIMS = (
@@ -516,5 +703,36 @@ CLAIMS = (
         subject=ATTENTION,
         dtypes=(F64, F32),
         mutants=(mut.MASK_OFF_BY_ONE,),
+    ),
+    Claim(
+        id="lla.blockwise_equals_direct",
+        paper=LLA,
+        kind="identity",
+        title="The blockwise kernel (online max, relative matmuls) equals the per-query solve, gradients too",
+        statement=(
+            r"For block sizes $1,3,7,T$ and non-divisors of $T$, the tiled forward with an online max and "
+            r"$x^\top(k_j-q_i)=(XK^\top)_{ij}-x_i^\top q_i$ equals the per-query solve, and its analytic backward "
+            r"(one adjoint solve $\Sigma_iu_i=t_i$) equals autograd through the per-query solve."
+        ),
+        check=check_blockwise,
+        subject=BLOCKED,
+        dtypes=(F64, F32),
+        mutants=(mut.NO_RESCALE, mut.STALE_MAX),
+    ),
+    Claim(
+        id="lla.cg_solves_system",
+        paper=LLA,
+        kind="approximation",
+        title="Matrix-free conjugate gradients solve the per-query system, with a stop mask",
+        statement=(
+            r"CG on $\Sigma_i\rho_i=\mu_i$ with $\Sigma_ip=\sum_jw_{ij}(p^\top k_j)k_j-(p^\top q_i)\tilde\mu_i"
+            r"-(p^\top\tilde\mu_i)q_i+\omega_i(p^\top q_i)q_i+\lambda\omega_ip$ reaches $10^{-9}$ in $D$ "
+            r"iterations for $\lambda\ge1$ and a relative residual $10^{-10}$ in $4D$ iterations for "
+            r"$\lambda\in[10^{-3},1)$; its $\Sigma$-norm error never grows, and converged rows stay finite."
+        ),
+        check=check_cg,
+        subject=SOLVE,
+        dtypes=(F64, F32),
+        mutants=(mut.MISSING_TERM, mut.FEW_ITERS, mut.NO_STOP_MASK),
     ),
 )

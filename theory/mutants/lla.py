@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from attnverify.fast import lla as fl
 from attnverify.reference import lla as ref
 from attnverify.registry import Mutant
 
@@ -174,4 +175,129 @@ FIT_LAM_RAW = Mutant(
     "fit_lam_not_scaled_by_omega",
     "given weights, Sigma gets lam I instead of lam omega I: rescaling a row of w changes the output",
     fit_lam_raw,
+)
+
+
+# ---------------------------------------------------------------------------
+# Blockwise kernel: fn(q, k, v, lam, block_size=None) -> o, built from the fast path's own pieces
+# ---------------------------------------------------------------------------
+
+
+def _blockwise(q: Tensor, k: Tensor, v: Tensor, lam: float | Tensor, block_size: int | None, bug: str) -> Tensor:
+    """The fast forward with one planted bug: ``"no_rescale"`` (pass A never rescales omega, mut when the max
+    grows) or ``"stale_max"`` (the solve and pass B use the max of the first key tile, not the final one)."""
+    b, h, t, d = q.shape
+    plan = fl._Plan(1 / math.sqrt(d), "direct", d, block_size or fl.BLOCK_SIZE, 1e-14)
+    qf, kf, vf = (x.reshape(b * h, t, x.shape[-1]) for x in (q, k, v))
+    lam_f = ref.lam_per_query(lam, q.shape[:-2], t, q).reshape(b * h, t)
+    out = []
+    for i0 in range(0, t, plan.block):
+        qt = qf[:, i0 : i0 + plan.block]
+        if bug == "no_rescale":
+            logits = [
+                (plan.tau * qt @ kf[:, j0 : j0 + plan.block].transpose(-1, -2)).masked_fill(
+                    torch.arange(j0, j0 + kf[:, j0 : j0 + plan.block].shape[1])[None, :]
+                    > torch.arange(i0, i0 + qt.shape[1])[:, None],
+                    ref.NEG_INF,
+                )
+                for j0 in range(0, i0 + qt.shape[1], plan.block)
+            ]
+            m = torch.stack([x.amax(-1) for x in logits]).amax(0)  # the right max, but sums never rescaled:
+            omega = sum(torch.exp(x - x.amax(-1, keepdim=True)).sum(-1) for x in logits)  # each tile at its own max
+            mut = sum(
+                torch.exp(x - x.amax(-1, keepdim=True)) @ kf[:, j : j + plan.block]
+                for x, j in zip(logits, range(0, t, plan.block), strict=False)
+            )
+        else:
+            m, omega, mut = fl._pass_a(qt, kf, i0, plan)
+            first = (plan.tau * qt @ kf[:, : plan.block].transpose(-1, -2)).masked_fill(
+                torch.arange(kf[:, : plan.block].shape[1])[None, :] > torch.arange(i0, i0 + qt.shape[1])[:, None],
+                ref.NEG_INF,
+            )
+            m = first.amax(-1)
+        rows = fl._Rows(qt, m, omega, mut, lam_f[:, i0 : i0 + plan.block], i0)  # type: ignore[arg-type]
+        rho = fl._direct(rows, kf, rows.mu, plan)[0]
+        delta = rows.omega - (rows.mu * rho).sum(-1)
+        acc = 0
+        for j0 in range(0, i0 + qt.shape[1], plan.block):
+            w = fl._weights(qt, kf[:, j0 : j0 + plan.block], m, i0, j0, plan.tau)
+            rd = rho @ kf[:, j0 : j0 + plan.block].transpose(-1, -2) - (rho * qt).sum(-1, keepdim=True)
+            acc = acc + (w * (1 - rd)) @ vf[:, j0 : j0 + plan.block]
+        out.append(acc / delta[..., None])
+    return torch.cat(out, 1).reshape(b, h, t, v.shape[-1])
+
+
+def no_rescale(q: Tensor, k: Tensor, v: Tensor, lam: float | Tensor, block_size: int | None = None) -> Tensor:
+    return _blockwise(q, k, v, lam, block_size, "no_rescale")
+
+
+def stale_max(q: Tensor, k: Tensor, v: Tensor, lam: float | Tensor, block_size: int | None = None) -> Tensor:
+    return _blockwise(q, k, v, lam, block_size, "stale_max")
+
+
+# ---------------------------------------------------------------------------
+# Solve subject: fn(q, k, lam, cg_iters=None) -> rho, (B, H, T, D)
+# ---------------------------------------------------------------------------
+
+
+def _cg_rho(q: Tensor, k: Tensor, lam: float | Tensor, cg_iters: int | None, bug: str) -> Tensor:
+    """Conjugate gradients on ``Sigma rho = mu`` with one planted bug: ``"missing_term"`` (``Sigma p`` without
+    ``omega (p.q) q``), ``"few_iters"`` (2 iterations whatever is asked, reported as exact) or ``"no_stop_mask"``
+    (every row iterates on after converging: ``0/0``)."""
+    b, h, t, d = q.shape
+    plan = fl._Plan(1 / math.sqrt(d), "cg", 2 if bug == "few_iters" else (cg_iters or d), fl.BLOCK_SIZE, 1e-14)
+    qf, kf = (x.reshape(b * h, t, d) for x in (q, k))
+    lam_f = ref.lam_per_query(lam, q.shape[:-2], t, q).reshape(b * h, t)
+    rows = fl._Rows(qf, *fl._pass_a(qf, kf, 0, plan), lam_f, 0)
+    if bug == "few_iters":
+        return fl._cg(rows, kf, rows.mu, plan)[0].reshape(b, h, t, d)
+    x, r = torch.zeros_like(rows.mu), rows.mu.clone()
+    p, rs = r.clone(), (r * r).sum(-1)
+    for _ in range(plan.iters):
+        sp = fl._sigma_times(rows, kf, p, plan)
+        if bug == "missing_term":
+            sp = sp - rows.omega[..., None] * (p * qf).sum(-1, keepdim=True) * qf
+        alpha = rs / (p * sp).sum(-1)
+        x, r = x + alpha[..., None] * p, r - alpha[..., None] * sp
+        rs_new = (r * r).sum(-1)
+        p, rs = r + (rs_new / rs)[..., None] * p, rs_new
+    return x.reshape(b, h, t, d)
+
+
+def missing_sigma_term(q: Tensor, k: Tensor, lam: float | Tensor, cg_iters: int | None = None) -> Tensor:
+    return _cg_rho(q, k, lam, cg_iters, "missing_term")
+
+
+def few_cg_iters(q: Tensor, k: Tensor, lam: float | Tensor, cg_iters: int | None = None) -> Tensor:
+    return _cg_rho(q, k, lam, cg_iters, "few_iters")
+
+
+def no_stop_mask(q: Tensor, k: Tensor, lam: float | Tensor, cg_iters: int | None = None) -> Tensor:
+    return _cg_rho(q, k, lam, cg_iters, "no_stop_mask")
+
+
+NO_RESCALE = Mutant(
+    "online_max_not_rescaled",
+    "pass A sums each key tile at its own max and never rescales omega and sum w k when the max grows",
+    no_rescale,
+)
+STALE_MAX = Mutant(
+    "stale_max_across_passes",
+    "the solve and pass B use the max of the first key tile instead of the final running max",
+    stale_max,
+)
+MISSING_TERM = Mutant(
+    "sigma_p_missing_term",
+    "the matrix-free Sigma p omits omega (p.q) q, so CG solves another system",
+    missing_sigma_term,
+)
+FEW_ITERS = Mutant(
+    "too_few_cg_iterations",
+    "two CG iterations whatever cg_iters says, the result treated as exact",
+    few_cg_iters,
+)
+NO_STOP_MASK = Mutant(
+    "no_stop_mask",
+    "CG without a per-row stop mask: a row that has converged divides 0 by 0 on the next iteration",
+    no_stop_mask,
 )
