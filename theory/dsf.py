@@ -805,6 +805,61 @@ LIGHTNING_SUBJECT = Subject(
     args=("q", "k", "v", "log_lambda"),
 )
 
+# ---------------------------------------------------------------------------
+# Peers: flash-linear-attention's CPU-runnable naive references, adapted to our subjects (optional extra `peers`)
+# ---------------------------------------------------------------------------
+
+
+def _to_fla(*tensors: Tensor) -> list[Tensor]:
+    """Our ``(B, H, T, ·)`` layout to flash-linear-attention's ``(B, T, H, ·)``."""
+    return [t.transpose(1, 2) for t in tensors]
+
+
+def fla_naive_recurrent_gla(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor) -> Tensor:
+    """``fla.ops.gla.naive.naive_recurrent_gla`` as a GLA subject: layout adapted, its ``K^{-1/2}`` undone."""
+    from fla.ops.gla.naive import naive_recurrent_gla
+
+    gk = log_decay if log_decay.dim() == 4 else log_decay[..., None].expand(q.shape)
+    o, _ = naive_recurrent_gla(*_to_fla(q * math.sqrt(q.shape[-1]), k, v, gk))
+    return o.transpose(1, 2)
+
+
+def fla_naive_recurrent_simple_gla(q: Tensor, k: Tensor, v: Tensor, log_lambda: Tensor) -> Tensor:
+    """``fla.ops.simple_gla.naive.naive_recurrent_simple_gla`` as a Lightning subject (``scale=1``)."""
+    from fla.ops.simple_gla.naive import naive_recurrent_simple_gla
+
+    g = log_lambda[None, :, None].expand(q.shape[:3])
+    o, _ = naive_recurrent_simple_gla(*_to_fla(q, k, v, g), scale=1.0)
+    return o.transpose(1, 2)
+
+
+def fla_naive_chunk_simple_gla(q: Tensor, k: Tensor, v: Tensor, log_lambda: Tensor) -> Tensor:
+    """``fla.ops.simple_gla.naive.naive_chunk_simple_gla`` (chunks of 64) as a Lightning subject (``scale=1``)."""
+    from fla.ops.simple_gla.naive import naive_chunk_simple_gla
+
+    g = log_lambda[None, :, None].expand(q.shape[:3])
+    o, _ = naive_chunk_simple_gla(*_to_fla(q, k, v, g), scale=1.0)
+    return o.transpose(1, 2)
+
+
+PEERS = (
+    ("gla.chunked_equals_recurrent", fla_naive_recurrent_gla),
+    ("lightning.intra_inter_split_equals_causal", fla_naive_recurrent_simple_gla),
+    ("lightning.intra_inter_split_equals_causal", fla_naive_chunk_simple_gla),
+)
+"""``(claim id, adapter)``: flash-linear-attention's references checked by our claims (``pip install -e .[peers]``)."""
+
+
+def fla_version() -> str | None:
+    """The installed ``fla-core`` version, or ``None`` when flash-linear-attention is absent."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fla-core")
+    except PackageNotFoundError:
+        return None
+
+
 _ATTN = "(arXiv 2405.15731, §3.1; our cache construction, book/dsf.md)"
 
 CLAIMS = (
