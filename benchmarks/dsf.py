@@ -180,7 +180,7 @@ def _gla(rec: Recorder, sizes: Sizes) -> None:
     )
 
 
-def scan_inputs(bt: int, d: int, n: int, L: int) -> tuple[Tensor, ...]:
+def scan_inputs(bt: int, d: int, n: int, L: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Seeded Mamba-style inputs: ``Δ = softplus(x - 4)``, ``A = -(1..N)`` per channel (S4D-real init), ``D``."""
     gen = torch.Generator().manual_seed(SEED)
     u = torch.randn(bt, d, L, generator=gen)
@@ -194,14 +194,14 @@ def _scan(rec: Recorder, sizes: Sizes) -> None:
     bt, d, n, L = sizes.scan
     args = scan_inputs(bt, d, n, L)
     u, delta, A, B, C, D = args
-    first = (u[:, :8], delta[:, :8], A[:8], B, C, D[:8])  # channels are independent: check the first 8
+    u8, delta8, A8, D8 = u[:, :8].double(), delta[:, :8].double(), A[:8].double(), D[:8].double()  # first 8 channels
     rec.check(
         f"{SCAN} float32 (B, D, N, L)={sizes.scan}, first 8 channels, vs the float64 step loop",
         [selective_scan(*args)[:, :8]],
-        [ref.selective_scan(*(t.double() for t in first))],
+        [ref.selective_scan(u8, delta8, A8, B.double(), C.double(), D8)],
         identity_tolerance(torch.float32, L),
     )
-    shape = {"n": L, "batch_heads": bt * d, "dv": n, "dtype": torch.float32}
+    shape: dict[str, Any] = {"n": L, "batch_heads": bt * d, "dv": n, "dtype": torch.float32}
     fast = rec.time(lambda: selective_scan(*args), method=SCAN, pass_="forward", **shape)
     loop = rec.time(lambda: ref.selective_scan(*args), method=SCAN_LOOP, pass_="forward", **shape)
     big = torch.randn(bt, d, L, n)

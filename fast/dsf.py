@@ -9,7 +9,7 @@ decay per head), SSD (a decay per head and step) and GLA (a decay per key channe
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -195,16 +195,45 @@ class _TritonGLA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, d_out: Tensor, d_final: Tensor) -> tuple[Tensor | None, ...]:
-        saved = iter(ctx.saved_tensors)
-        q, k, v = next(saved), next(saved), next(saved)
-        g = next(saved) if ctx.has_g else None
-        state = next(saved) if ctx.has_state else None
-        inputs = [t.detach().requires_grad_() if t is not None else None for t in (q, k, v, g, state)]
+        saved = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+        q, k, v = saved[:3]
+        g = saved[3] if ctx.has_g else None
+        state = saved[-1] if ctx.has_state else None
         with torch.enable_grad():
-            out, final = _chunked(*inputs[:4], ctx.chunk, inputs[4])
-            leaves = [t for t in inputs if t is not None]
-            grads = iter(torch.autograd.grad((out, final), leaves, (d_out, d_final), allow_unused=True))
+            out, final = _chunked(q, k, v, g, ctx.chunk, state)
+            grads = iter(torch.autograd.grad((out, final), saved, (d_out, d_final), allow_unused=True))
+        inputs = (q, k, v, g, state)
         return (*(next(grads) if t is not None else None for t in inputs), None)
+
+
+@overload
+def gated_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor | None = ...,
+    *,
+    normalize: bool = ...,
+    chunk_size: int = ...,
+    initial_state: Tensor | None = ...,
+    output_final_state: Literal[False] = ...,
+    backend: str | None = ...,
+) -> Tensor: ...
+
+
+@overload
+def gated_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor | None = ...,
+    *,
+    normalize: bool = ...,
+    chunk_size: int = ...,
+    initial_state: Tensor | None = ...,
+    output_final_state: Literal[True],
+    backend: str | None = ...,
+) -> tuple[Tensor, Tensor]: ...
 
 
 def gated_linear_attention(
@@ -296,6 +325,36 @@ def _validate_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         raise ValueError("delta: expected step sizes >= 0 (already passed through softplus), got a negative or NaN")
     if not bool((A <= 0).all()):
         raise ValueError("A: expected entries <= 0 (a decaying state), got a positive or NaN")
+
+
+@overload
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = ...,
+    *,
+    chunk_size: int | None = ...,
+    initial_state: Tensor | None = ...,
+    output_final_state: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = ...,
+    *,
+    chunk_size: int | None = ...,
+    initial_state: Tensor | None = ...,
+    output_final_state: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
 
 
 def selective_scan(

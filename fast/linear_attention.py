@@ -8,8 +8,6 @@ sequence-parallel path (LASP-2) builds on.  Verified against ``attnverify.refere
 
 from __future__ import annotations
 
-from typing import cast
-
 from torch import Tensor
 
 from attnverify.fast.dsf import gated_linear_attention, validate_qkv
@@ -33,6 +31,4 @@ def causal_linear_attention(
 
     Returns ``(B, H, T, Dv)`` in the input dtype (float16/bfloat16 accumulate in float32).
     """
-    return cast(
-        Tensor, gated_linear_attention(q, k, v, normalize=normalize, chunk_size=CHUNK, initial_state=initial_state)
-    )
+    return gated_linear_attention(q, k, v, normalize=normalize, chunk_size=CHUNK, initial_state=initial_state)

@@ -20,7 +20,9 @@ Everything runs in the dtype it is given; the checks call it in float64.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -147,7 +149,10 @@ def softmax_attention_dsf(u: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor) -> D
 def taylor_kernel(q: Tensor, k: Tensor, order: int) -> Tensor:
     """``Σ_{p<=P} (qᵀk/√m)^p / p!``: the softmax kernel truncated at order ``P`` (``q: (L, m)``, ``k: (L, m)``)."""
     s = q @ k.T / math.sqrt(q.shape[1])
-    return sum(s**p / math.factorial(p) for p in range(order + 1))
+    kernel = torch.ones_like(s)
+    for p in range(1, order + 1):
+        kernel = kernel + s**p / math.factorial(p)
+    return kernel
 
 
 def taylor_features(x: Tensor, order: int) -> Tensor:
@@ -171,7 +176,7 @@ def softplus(x: Tensor) -> Tensor:
     return torch.logaddexp(x, torch.zeros_like(x))
 
 
-NORMALIZERS = {"exp": torch.exp, "softplus": softplus, "sigmoid": torch.sigmoid}
+NORMALIZERS: dict[str, Callable[[Tensor], Tensor]] = {"exp": torch.exp, "softplus": softplus, "sigmoid": torch.sigmoid}
 """The three normalizers ``g`` of normalized attention (arXiv 2405.15731, §4)."""
 
 
@@ -227,6 +232,46 @@ def s6_dsf(u: Tensor, delta: Tensor, A: Tensor, b: Tensor, c: Tensor, D: Tensor,
     B = torch.stack([torch.cat([torch.diag(scale[i, kk] * b[i, kk]) for kk in range(n)]) for i in range(L)])
     C = torch.stack([torch.kron(c[i, None, :], torch.eye(d, dtype=u.dtype)) for i in range(L)])
     return DSF(Lam, B, C, torch.diag(D).expand(L, d, d).clone())
+
+
+@overload
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = ...,
+    initial_state: Tensor | None = ...,
+    output_final_state: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    initial_state: Tensor | None,
+    output_final_state: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = ...,
+    initial_state: Tensor | None = ...,
+    *,
+    output_final_state: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
 
 
 def selective_scan(
