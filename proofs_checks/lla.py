@@ -204,3 +204,13 @@ def normal_system(q: Tensor, k: Tensor, lam: float | Tensor, scale: float | None
     eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
     sigma = torch.einsum("...ij,...ijd,...ije->...ide", s, dif, dif) + lam_i[..., None, None] * eye
     return sigma, mu
+
+
+def uniform_design(rng: np.random.Generator, designs: int, n: int) -> np.ndarray:
+    """``designs`` independent samples of ``n`` points from ``U[0, 1]``: ``(designs, n)``."""
+    return rng.uniform(0.0, 1.0, (designs, n))
+
+
+def linear_density_design(rng: np.random.Generator, designs: int, n: int) -> np.ndarray:
+    """Points with density ``p(x) = (1 + x) / 1.5`` on ``[0, 1]`` (inverse CDF ``-1 + sqrt(1 + 3u)``)."""
+    return -1.0 + np.sqrt(1.0 + 3.0 * rng.uniform(0.0, 1.0, (designs, n)))

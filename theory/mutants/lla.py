@@ -301,3 +301,36 @@ NO_STOP_MASK = Mutant(
     "CG without a per-row stop mask: a row that has converged divides 0 by 0 on the next iteration",
     no_stop_mask,
 )
+
+
+# ---------------------------------------------------------------------------
+# Smoother subject: fn(w (..., n), keys (..., n, D), query (..., D), lam) -> effective weights (..., n)
+# ---------------------------------------------------------------------------
+
+
+def local_constant(w: Tensor, keys: Tensor, query: Tensor, lam: float | Tensor) -> Tensor:
+    """Drops the slope correction: the softmax (Nadaraya–Watson) weights ``w / omega``."""
+    return w / w.sum(-1, keepdim=True)
+
+
+def smoother_sign_flip(w: Tensor, keys: Tensor, query: Tensor, lam: float | Tensor) -> Tensor:
+    """Effective weights ``w_j (1 + rho.(k_j - q)) / (omega + mu.rho)``: the correction with the wrong sign."""
+    d = keys - query[..., None, :]
+    mu = (w[..., None] * d).sum(-2)
+    sigma = d.transpose(-1, -2) @ (w[..., None] * d)
+    rho = (torch.linalg.pinv(sigma, hermitian=True) @ mu[..., None])[..., 0]
+    return w * (1 + (d @ rho[..., None])[..., 0]) / (w.sum(-1) + (mu * rho).sum(-1))[..., None]
+
+
+def ignores_kernel(w: Tensor, keys: Tensor, query: Tensor, lam: float | Tensor) -> Tensor:
+    """Fits with uniform weights whatever the kernel says: the global affine fit."""
+    return ref.local_linear_weights(torch.ones_like(w), keys, query, lam)
+
+
+LOCAL_CONSTANT = Mutant(
+    "local_constant", "returns the softmax weights: the slope correction is dropped", local_constant
+)
+SMOOTHER_SIGN_FLIP = Mutant(
+    "smoother_sign_flip", "the local linear correction added with the wrong sign", smoother_sign_flip
+)
+IGNORES_KERNEL = Mutant("ignores_kernel", "uniform weights instead of the kernel's: a global fit", ignores_kernel)
