@@ -20,16 +20,17 @@ runs a function in real gloo process groups on one machine.
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 import os
-import pickle
 import queue
+import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -37,8 +38,11 @@ from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
+import torch.distributed.distributed_c10d as c10d
 import torch.multiprocessing as mp
 from torch import Tensor
+from torch._C._distributed_c10d import Backend as _C_Backend
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
 
 from attnverify.fast._dispatch import Backend, accumulation_dtype, select_backend
 from attnverify.fast.aaren import (
@@ -64,12 +68,20 @@ STRATEGIES: tuple[Strategy, ...] = ("allgather", "chain")
 
 @dataclass
 class Traffic:
-    """Bytes this rank moved through ``torch.distributed`` tensor collectives, and object bytes.
+    """Bytes this rank moved through ``torch.distributed`` inside :func:`track_traffic`.
 
-    Logical accounting per call, whatever algorithm the backend uses: an all-gather of ``b`` bytes
-    per rank counts ``(P - 1) b`` sent and received (each payload reaches every other rank); an
-    all-reduce ``2 (P - 1) b / P`` each way; a send or receive its size once.  Pickled-object
-    collectives (e.g. the shape handshake) count their pickled size in ``objects``.
+    Counted below every public function, so no import alias, wrapper or object collective escapes:
+    every operator of the collective namespaces that reaches torch's dispatcher (``c10d``, the
+    functional ``_c10d_functional``, ``_dtensor``, ``symm_mem``), every direct call of a process group
+    backend's methods, and every value written to or read from a ``Store``.  Logical accounting per
+    call, whatever algorithm the backend uses: an all-gather of ``b`` bytes per rank counts
+    ``(P - 1) b`` sent and received; an all-reduce ``2 (P - 1) b / P`` each way; a broadcast or scatter
+    ``(P - 1)`` pieces sent at the root and one piece received elsewhere (gather and reduce the other
+    way round); an all-to-all every part but this rank's own; a send or receive its size once.
+    Operators without a rule, and direct backend calls, count every tensor they touch both ways (an
+    upper bound).  Bytes moved on behalf of the pickled-object collectives (``all_gather_object`` and
+    the other ``*_object*`` functions: their pickled payloads and size headers) and through a store
+    go to ``objects`` (sent plus received) instead of ``sent``/``received``.
     """
 
     sent: int = 0
@@ -79,70 +91,246 @@ class Traffic:
 
 
 _TRACKERS: list[Traffic] = []
-_ORIGINALS: dict[str, Any] = {}
+_RESTORE: list[tuple[type, str, Any]] = []
+_NAMESPACES = frozenset({"c10d", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "symm_mem"})
+_FREE = frozenset({"barrier", "monitored_barrier_", "wait_tensor", "_wrap_tensor_autograd", "check_for_nan"})
+_OBJECT_CODES = frozenset(
+    inspect.unwrap(getattr(c10d, name)).__code__
+    for name in (
+        "all_gather_object",
+        "gather_object",
+        "scatter_object_list",
+        "broadcast_object_list",
+        "send_object_list",
+        "recv_object_list",
+    )
+)
+_BACKEND_METHODS = (
+    "allgather",
+    "_allgather_base",
+    "allgather_coalesced",
+    "allgather_into_tensor_coalesced",
+    "allreduce",
+    "allreduce_coalesced",
+    "alltoall",
+    "alltoall_base",
+    "broadcast",
+    "gather",
+    "recv",
+    "recv_anysource",
+    "reduce",
+    "reduce_scatter",
+    "_reduce_scatter_base",
+    "reduce_scatter_tensor_coalesced",
+    "scatter",
+    "send",
+)
+_GROUP_METHODS = (
+    *_BACKEND_METHODS,
+    "all_gather_single",
+    "all_gather_single_coalesced",
+    "all_to_all_single",
+    "reduce_scatter_single",
+    "reduce_scatter_single_coalesced",
+    "barrier",
+    "monitored_barrier",
+)
+_STORE_WRITES = ("set", "append", "compare_set", "multi_set", "queue_push")
+_STORE_READS = ("get", "compare_set", "multi_get", "queue_pop")
 
 
-def _nbytes(t: Tensor) -> int:
-    return t.numel() * t.element_size()
+def _nbytes(x: Any) -> int:
+    """Bytes of every tensor in ``x`` (a tensor, or nested lists and tuples of them)."""
+    if isinstance(x, Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, (list, tuple)):
+        return sum(_nbytes(y) for y in x)
+    return 0
 
 
-def _world(kwargs: dict[str, Any]) -> int:
-    return dist.get_world_size(kwargs.get("group"))
+def _payload(x: Any) -> int:
+    """Bytes of a store value (``bytes``, ``str`` or lists of them)."""
+    if isinstance(x, (bytes, bytearray, str)):
+        return len(x)
+    if isinstance(x, (list, tuple)):
+        return sum(_payload(y) for y in x)
+    return 0
 
 
-def _accounting(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, int, int]:
-    """``(sent, received, object bytes)`` of one call of ``torch.distributed.<name>``."""
-    first = args[0] if args else next(iter(kwargs.values()))
-    if name in ("all_gather", "all_gather_into_tensor"):
-        own = args[1] if len(args) > 1 else kwargs["tensor" if name == "all_gather" else "input_tensor"]
-        b = (_world(kwargs) - 1) * _nbytes(own)
-        return b, b, 0
-    if name == "all_reduce":
-        p = _world(kwargs)
-        b = 2 * (p - 1) * _nbytes(first) // p
-        return b, b, 0
+def _rank_and_size(named: dict[str, Any]) -> tuple[int, int]:
+    group = named.get("process_group")
+    if group is None:
+        group = c10d._resolve_process_group(named["group_name"])
+    elif not isinstance(group, dist.ProcessGroup):
+        group = dist.ProcessGroup.unbox(group)
+    return group.rank(), group.size()
+
+
+def _op_traffic(name: str, named: dict[str, Any]) -> tuple[int, int]:
+    """``(sent, received)`` of one collective operator, from its named arguments (see :class:`Traffic`)."""
+    b = _nbytes
+    if name in _FREE:
+        return 0, 0
     if name in ("send", "isend"):
-        return _nbytes(first), 0, 0
-    if name in ("recv", "irecv"):
-        return 0, _nbytes(first), 0
-    obj = args[1] if len(args) > 1 else kwargs.get("obj")
-    return 0, 0, len(pickle.dumps(obj))
+        return b(named.get("tensors", named.get("tensor"))), 0
+    if name in ("recv_", "recv_any_source_", "irecv"):
+        return 0, b(named.get("tensors", named.get("tensor")))
+    if name == "batch_p2p_ops":
+        sizes = [b(t) for t in named["tensors"]]
+        sent = sum(s for op, s in zip(named["op_list"], sizes, strict=True) if "send" in op)
+        return sent, sum(sizes) - sent
+    rank, size = _rank_and_size(named)
+    if name.startswith(("allgather", "_allgather_base", "all_gather")):
+        own = b(named.get("input_tensors", named.get("input_list", named.get("input_tensor", named.get("inputs")))))
+        own = own or b(named.get("input"))
+        return (size - 1) * own, (size - 1) * own
+    if name.startswith(("allreduce", "all_reduce")):
+        moved = 2 * (size - 1) * b(named.get("tensors", named.get("inputs", named.get("input")))) // size
+        return moved, moved
+    if name.startswith("broadcast"):
+        root = named.get("root_rank", named.get("src"))
+        piece = b(named.get("tensors", named.get("input")))
+        return ((size - 1) * piece, 0) if rank == root else (0, piece)
+    if name == "reduce_":
+        piece = b(named["tensors"])
+        return (0, (size - 1) * piece) if rank == named["root_rank"] else (piece, 0)
+    if name == "gather_":
+        own = b(named["input_tensors"])
+        return (0, b(named["output_tensors"]) - own) if rank == named["root_rank"] else (own, 0)
+    if name == "scatter_":
+        own = b(named["output_tensors"])
+        return (b(named["input_tensors"]) - own, 0) if rank == named["root_rank"] else (0, own)
+    if name == "alltoall_":
+        inputs, outputs = named["input_tensors"], named["output_tensors"]
+        return b(inputs) - b(inputs[rank]), b(outputs) - b(outputs[rank])
+    if name in ("alltoall_base_", "all_to_all_single"):
+        x = named["input"]
+        row = b(x) // max(1, x.shape[0] if x.dim() else 1)
+        ins, outs = named["input_split_sizes"], named["output_split_sizes"]
+        sent = (sum(ins) - ins[rank]) * row if ins else b(x) - b(x) // size
+        return sent, (sum(outs) - outs[rank]) * row if outs else b(x) - b(x) // size
+    if name.startswith(("reduce_scatter", "_reduce_scatter_base")):
+        inputs = named.get("input_tensors", named.get("input_tensor", named.get("inputs", named.get("input"))))
+        total = b(inputs)
+        return total - total // size, (size - 1) * (total // size)
+    everything = sum(b(v) for v in named.values())  # no rule (all-to-all with splits, symm_mem, ...)
+    return everything, everything
 
 
-_TRACKED = ("all_gather", "all_gather_into_tensor", "all_reduce", "send", "isend", "recv", "irecv", "all_gather_object")
-
-
-def _patched(name: str, fn: Any) -> Any:
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        sent, received, objects = _accounting(name, args, kwargs)
-        for t in _TRACKERS:
+def _add(name: str, sent: int, received: int, objects: bool) -> None:
+    for t in _TRACKERS:
+        if objects:
+            t.objects += sent + received
+        else:
             t.sent += sent
             t.received += received
-            t.objects += objects
-            t.calls.append((name, max(sent, received, objects)))
-        return fn(*args, **kwargs)
+        t.calls.append((name, max(sent, received)))
 
-    return counting
+
+def _for_objects() -> bool:
+    """Whether the running call was made on behalf of a pickled-object collective."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code in _OBJECT_CODES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _Counting(TorchDispatchMode):
+    """Counts every collective operator that reaches the dispatcher in this thread."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func.namespace in _NAMESPACES and _TRACKERS:
+            named = {a.name: v for a, v in zip(func._schema.arguments, args, strict=False)} | kwargs
+            name = func._opname
+            _add(f"{func.namespace}.{name}", *_op_traffic(name, named), _for_objects())
+        return func(*args, **kwargs)
+
+
+def _counting_here() -> bool:
+    return any(isinstance(m, _Counting) for m in _get_current_dispatch_mode_stack())
+
+
+def _through_counting(fn: Any) -> Any:
+    """A process group method that runs under :class:`_Counting` in whatever thread calls it."""
+
+    def method(*args: Any, **kwargs: Any) -> Any:
+        if _counting_here():
+            return fn(*args, **kwargs)
+        with _Counting():
+            return fn(*args, **kwargs)
+
+    return method
+
+
+def _backend_call(name: str, fn: Any) -> Any:
+    """A backend method called directly (it bypasses the dispatcher): every tensor it touches, both ways."""
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        moved = _nbytes(list(args)) + _nbytes(list(kwargs.values()))
+        _add(f"backend.{name}", moved, moved, _for_objects())
+        return fn(self, *args, **kwargs)
+
+    return method
+
+
+def _store_call(name: str, fn: Any) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = fn(self, *args, **kwargs)
+        written = _payload(list(args[1:])) if name in _STORE_WRITES else 0  # args[0]: the key(s)
+        read = _payload(result) if name in _STORE_READS else 0
+        _add(f"store.{name}", written, read, True)
+        return result
+
+    return method
+
+
+def _classes(base: type) -> list[type]:
+    return [base, *(c for sub in base.__subclasses__() for c in _classes(sub))]
+
+
+def _install() -> None:
+    """Wrap every class's own definition of the methods (pybind subclasses may rebind them)."""
+    targets: list[tuple[type, tuple[str, ...], Callable[[str, Any], Any]]] = [
+        (dist.ProcessGroup, _GROUP_METHODS, lambda name, fn: _through_counting(fn)),
+        (_C_Backend, _BACKEND_METHODS, _backend_call),
+        (dist.Store, (*_STORE_WRITES, *_STORE_READS), _store_call),
+    ]
+    for base, names, wrap in targets:
+        for cls in _classes(base):
+            for name in dict.fromkeys(names):
+                if name in cls.__dict__:
+                    original = cls.__dict__[name]
+                    _RESTORE.append((cls, name, original))
+                    setattr(cls, name, wrap(name, original))
+
+
+def _uninstall() -> None:
+    while _RESTORE:
+        cls, name, original = _RESTORE.pop()
+        setattr(cls, name, original)
 
 
 @contextmanager
 def track_traffic() -> Iterator[Traffic]:
-    """Count what this process moves through ``torch.distributed`` inside the block (any code's calls
-    made as ``torch.distributed.<collective>(...)``; nested blocks each count)."""
+    """Count what this process moves through ``torch.distributed`` inside the block (see :class:`Traffic`).
+
+    Process group, backend and store methods are wrapped for every thread while any block is open;
+    the functional collectives are seen in the thread that opened the block.  Nested blocks each count.
+    """
     traffic = Traffic()
     if not _TRACKERS:
-        for name in _TRACKED:
-            _ORIGINALS[name] = getattr(dist, name)
-            setattr(dist, name, _patched(name, _ORIGINALS[name]))
+        _install()
     _TRACKERS.append(traffic)
     try:
-        yield traffic
+        with nullcontext() if _counting_here() else _Counting():
+            yield traffic
     finally:
         _TRACKERS.remove(traffic)
         if not _TRACKERS:
-            for name, fn in _ORIGINALS.items():
-                setattr(dist, name, fn)
-            _ORIGINALS.clear()
+            _uninstall()
 
 
 # ---------------------------------------------------------------------------
@@ -383,6 +571,8 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, group: Any = None, *, norm
         va = torch.cat([va, torch.ones_like(va[..., :1])], -1)
     state = ka.transpose(-1, -2) @ va  # (B, H, D, Dv [+ 1]): K_p^T V_p
     prefix = _ExclusivePrefixSum.apply(state, g)
+    if q.shape[2] == 0:  # an empty chunk: no output rows, but the prefix stays in the graph for the backward
+        return (qa @ prefix[..., : v.shape[-1]]).to(q.dtype)
     out = causal_linear_attention(qa, ka, va[..., : v.shape[-1]], normalize=normalize, initial_state=prefix)
     return out.to(q.dtype)
 
@@ -424,18 +614,27 @@ def _gloo_entry(
 
 
 def run_gloo(
-    world_size: int, fn: Callable[..., Any], *args: Any, timeout_s: float = 120.0, threads: int = 1
+    world_size: int,
+    fn: Callable[..., Any],
+    *args: Any,
+    timeout_s: float = 120.0,
+    threads: int = 1,
+    deadline_s: float | None = None,
 ) -> list[Any]:
     """Run ``fn(*args)`` in ``world_size`` fresh processes joined in a gloo group; results by rank.
 
     ``fn`` must be importable (module level).  Each process uses ``threads`` torch threads, a
     ``timeout_s`` timeout on every collective, and destroys its group on every path.  A process that
-    raises makes this raise ``RuntimeError`` with its traceback; past ``timeout_s`` every process is
-    killed and ``TimeoutError`` raised, so nothing can hang.
+    raises makes this raise ``RuntimeError`` with its traceback; past ``deadline_s`` (default
+    ``timeout_s``) plus 30 s of start-up every process is killed and ``TimeoutError`` raised, so
+    nothing can hang.
     """
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size: expected a positive int, got {world_size!r}")
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    # Children fork from a server that imported torch and this module once (a spawned child would import
+    # them again, seconds each); the preload list counts only when the server starts, at the first call.
+    ctx.set_forkserver_preload([__name__] + ([fn.__module__] if fn.__module__ != "__main__" else []))
     with tempfile.TemporaryDirectory() as tmp:
         results = ctx.Queue()
         procs = [
@@ -449,7 +648,7 @@ def run_gloo(
         for proc in procs:
             proc.start()
         outcomes: dict[int, tuple[str, Any]] = {}
-        deadline = time.monotonic() + timeout_s + 30.0  # + start-up
+        deadline = time.monotonic() + (timeout_s if deadline_s is None else deadline_s) + 30.0  # + start-up
         try:
             while len(outcomes) < world_size:
                 remaining = deadline - time.monotonic()

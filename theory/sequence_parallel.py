@@ -1,9 +1,11 @@
 """Sequence-parallel claims: Aaren's scan and causal linear attention split across processes.
 
-The checks start real gloo process groups (2, 3 and 4 processes, uneven chunks, an empty chunk)
-with :func:`attnverify.fast.sequence_parallel.run_gloo`, run the subject on every rank's chunk,
-forward and backward, and compare the assembled result with the single-process float64 ground
-truth.  They also count, at the ``torch.distributed`` calls, the bytes every rank moves.
+The checks start one job of real gloo processes with :func:`attnverify.fast.sequence_parallel.run_gloo`
+and run process groups of 4, 3 and 2 ranks in it (the smaller on strict subgroups; uneven chunks, an
+empty chunk), run the subject on every rank's chunk, forward and backward, and compare the assembled
+result with the single-process float64 ground truth.  They also count the bytes every rank moves,
+below every public function of ``torch.distributed`` (:func:`~attnverify.fast.sequence_parallel.track_traffic`),
+and judge all of it: tensor and object bytes must not grow with the chunks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -38,11 +41,18 @@ LASP2 = Paper(
 )
 
 F64, F32 = torch.float64, torch.float32
-WORLDS = {2: (37, 28), 3: (20, 0, 45), 4: (1, 30, 17, 16)}
-"""Chunk lengths per rank: uneven, one empty chunk, one of length 1."""
+PROCESSES = 4
+WORLDS = {4: ((0, 1, 2, 3), (1, 30, 0, 16)), 3: ((1, 2, 3), (20, 7, 45)), 2: ((2, 3), (37, 28))}
+"""Per number of ranks ``P``: the global ranks of its process group and the chunk length per group rank.
+All run in one job of :data:`PROCESSES` processes; ``P = 3`` and ``P = 2`` run on strict subgroups, so
+group ranks differ from global ranks.  Uneven chunks, an empty one (``P = 4``), one of length 1, and
+``P = 3`` without an empty chunk (so every rank past the second folds two non-trivial totals)."""
 TRAFFIC_SCALE = 4
 """Each world also runs its chunks ``TRAFFIC_SCALE`` times longer: the bytes moved must not change."""
 COLLECTIVE_TIMEOUT_S = 30.0
+HANDSHAKE_BYTES_PER_PEER = 512
+"""Object bytes (sent plus received) a rank may move per other rank and call: a pickled description of
+the inputs (shape, dtype, length: about 150 bytes) and its size header, each way, with margin."""
 
 
 @dataclass(frozen=True)
@@ -70,44 +80,71 @@ class Case:
 
 def rank_job(
     impls: Sequence[tuple[str, Callable[..., Tensor]]],
-    cases: Sequence[Case],
+    worlds: Sequence[tuple[tuple[int, ...], Sequence[Case]]],
     dtypes: Sequence[torch.dtype],
     seq_dims: tuple[int, ...],
     out_seq_dim: int,
+    timeout_s: float = COLLECTIVE_TIMEOUT_S,
 ) -> list[dict[str, Any]]:
-    """Run every implementation on this rank's chunk of every case, forward then backward.
+    """Run every implementation on this rank's chunk of every case of every world, forward then backward.
 
-    ``seq_dims`` are the inputs' sequence dimensions, ``out_seq_dim`` the output's.  An implementation
-    that raises stops this rank's job (the other ranks then stop at the collective timeout), so a
-    failure costs at most one timeout.
+    A world is the global ranks of a process group and its cases; the implementation gets that group.
+    Each (world, dtype, implementation) is judged on its own: an implementation that raises ends only
+    its own cases, every rank then meets the others on a control group (whose timeout outlasts one
+    collective timeout, so a rank left waiting in a collective catches up), and the next one runs on a
+    fresh group, so nothing a failure left half done can reach it.
     """
-    rank = dist.get_rank()
-    records = []
-    for case in cases:
-        part = case.chunk(rank)
+    control = dist.new_group(timeout=timedelta(seconds=2 * timeout_s + 30))
+    me = dist.get_rank()
+    records: list[dict[str, Any]] = []
+    for ranks, cases in worlds:
+        group = dist.new_group(list(ranks), timeout=timedelta(seconds=timeout_s))
         for dtype in dtypes:
             for label, fn in impls:
-                record: dict[str, Any] = {"case": case.label, "impl": label, "dtype": dtype_name(dtype)}
-                records.append(record)
-                local = [
-                    _take(x, part, d).to(dtype).requires_grad_() for x, d in zip(case.inputs, seq_dims, strict=True)
-                ]
-                try:
-                    with sp.track_traffic() as forward:
-                        out = fn(*local, None, **case.kwargs)
-                    if not isinstance(out, Tensor) or out.shape != local[-1].shape:
-                        raise TypeError(
-                            f"returned {getattr(out, 'shape', type(out).__name__)}, expected {local[-1].shape}"
-                        )
-                    record.update(out=out.detach(), forward=(forward.sent, forward.received))
-                    if out.requires_grad:
-                        with sp.track_traffic() as backward:
-                            (out * _take(case.grad, part, out_seq_dim).to(dtype)).sum().backward()
-                        record.update(grads=[x.grad for x in local], backward=(backward.sent, backward.received))
-                except Exception as exc:  # noqa: BLE001 - the implementation's failure is evidence
-                    record["error"] = f"{type(exc).__name__}: {exc}"
-                    return records
+                failed = False
+                if me in ranks:
+                    failed = _run_cases(records, label, fn, group, ranks.index(me), cases, dtype, seq_dims, out_seq_dim)
+                flags: list[Any] = [None] * dist.get_world_size()
+                dist.all_gather_object(flags, failed, group=control)
+                if any(flags):
+                    group = dist.new_group(list(ranks), timeout=timedelta(seconds=timeout_s))
     return records
+
+
+def _run_cases(
+    records: list[dict[str, Any]],
+    label: str,
+    fn: Callable[..., Tensor],
+    group: Any,
+    rank: int,
+    cases: Sequence[Case],
+    dtype: torch.dtype,
+    seq_dims: tuple[int, ...],
+    out_seq_dim: int,
+) -> bool:
+    """One implementation and dtype on this group rank's chunks; ``True`` when it raised."""
+    for case in cases:
+        part = case.chunk(rank)
+        record: dict[str, Any] = {"world": len(case.lengths), "case": case.label, "impl": label}
+        record["dtype"] = dtype_name(dtype)
+        records.append(record)
+        local = [_take(x, part, d).to(dtype).requires_grad_() for x, d in zip(case.inputs, seq_dims, strict=True)]
+        try:
+            with sp.track_traffic() as forward:
+                out = fn(*local, group, **case.kwargs)
+            if not isinstance(out, Tensor) or out.shape != local[-1].shape:
+                raise TypeError(f"returned {getattr(out, 'shape', type(out).__name__)}, expected {local[-1].shape}")
+            record.update(out=out.detach(), forward=(forward.sent, forward.received), objects=forward.objects)
+            if out.requires_grad:
+                with sp.track_traffic() as backward:
+                    (out * _take(case.grad, part, out_seq_dim).to(dtype)).sum().backward()
+                grads = [torch.zeros_like(x) if x.grad is None else x.grad for x in local]  # None: no influence
+                record.update(grads=grads, backward=(backward.sent, backward.received))
+                record["objects"] += backward.objects
+        except Exception as exc:  # noqa: BLE001 - the implementation's failure is evidence
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            return True
+    return False
 
 
 def _take(x: Tensor, part: slice, dim: int) -> Tensor:
@@ -146,29 +183,39 @@ class Spec:
 
 
 def run_spec(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext, spec: Spec) -> None:
-    """Run every world size in real gloo groups, then judge each implementation against the truth."""
+    """Run every world in one job of real gloo processes, then judge each implementation and dtype."""
     dtypes = sorted({d for i in impls for d in ctx.dtypes_for(i)}, key=str)
-    for world, lengths in WORLDS.items():
-        cases = spec.make_cases(lengths, ctx.seed + world)
-        results = sp.run_gloo(
-            world,
-            rank_job,
-            [(i.label, i.fn) for i in impls],
-            cases,
-            dtypes,
-            spec.seq_dims,
-            spec.out_seq_dim,
-            timeout_s=COLLECTIVE_TIMEOUT_S,
-        )
-        truths = [spec.truth(case) for case in cases]
-        for impl in impls:
-            for dtype in ctx.dtypes_for(impl):
-                records = [
-                    [r for r in rank_records if r["impl"] == impl.label and r["dtype"] == dtype_name(dtype)]
-                    for rank_records in results
-                ]
-                with rec.guard(pair_name(impl.label, dtype)):  # cases count for this (implementation, dtype)
-                    _judge(rec, f"{pair_name(impl.label, dtype)} P={world}", spec, cases, truths, records, dtype)
+    worlds = [(ranks, spec.make_cases(lengths, ctx.seed + p)) for p, (ranks, lengths) in WORLDS.items()]
+    pairs = len(dtypes) * len(impls) * len(worlds)
+    results = sp.run_gloo(
+        PROCESSES,
+        rank_job,
+        [(i.label, i.fn) for i in impls],
+        worlds,
+        dtypes,
+        spec.seq_dims,
+        spec.out_seq_dim,
+        COLLECTIVE_TIMEOUT_S,
+        timeout_s=COLLECTIVE_TIMEOUT_S,
+        deadline_s=COLLECTIVE_TIMEOUT_S * (pairs + 2),
+    )
+    truths = {id(case): spec.truth(case) for _, cases in worlds for case in cases}
+    for impl in impls:
+        for dtype in ctx.dtypes_for(impl):
+            pair = pair_name(impl.label, dtype)
+            with rec.guard(pair):
+                for ranks, cases in worlds:
+                    records = [
+                        [
+                            r
+                            for r in results[g]
+                            if (r["world"], r["impl"], r["dtype"]) == (len(ranks), impl.label, dtype_name(dtype))
+                        ]
+                        for g in ranks
+                    ]
+                    _judge(
+                        rec, f"{pair} P={len(ranks)}", spec, list(cases), [truths[id(c)] for c in cases], records, dtype
+                    )
 
 
 def _judge(
@@ -208,10 +255,12 @@ def _judge(
 def _judge_traffic(
     rec: Recorder, name: str, spec: Spec, cases: list[Case], records: list[list[dict[str, Any]]], dtype: torch.dtype
 ) -> None:
-    """Per family, bytes per rank do not change when every chunk grows ``TRAFFIC_SCALE``-fold, and the
-    forward sends at most ``P - 1`` chunk summaries (only summaries cross the wire)."""
+    """Per family, on every rank: the tensor bytes sent and received (forward and backward) and the object
+    bytes do not change when every chunk grows ``TRAFFIC_SCALE``-fold; the forward sends at most ``P - 1``
+    chunk summaries; object traffic stays within :data:`HANDSHAKE_BYTES_PER_PEER` per other rank.
+    Counted by :func:`attnverify.fast.sequence_parallel.track_traffic`, below every public function."""
     world = len(records)
-    change = excess = 0
+    change = excess = objects = 0
     families: dict[str, list[int]] = {}
     for i, case in enumerate(cases):
         families.setdefault(case.family, []).append(i)
@@ -220,14 +269,22 @@ def _judge_traffic(
             for key in ("forward", "backward"):
                 if key in rank[short] and key in rank[long]:
                     change += sum(abs(a - b) for a, b in zip(rank[short][key], rank[long][key], strict=True))
+            change += abs(rank[short]["objects"] - rank[long]["objects"])
         limit = (world - 1) * spec.summary_bytes(cases[short], dtype)
         excess += sum(max(0, rank[short]["forward"][0] - limit) for rank in records)
+        objects = max(objects, *(rank[i]["objects"] for rank in records for i in (short, long)))
         rec.notes.setdefault("traffic", {})[f"{name} {family}".strip()] = [
-            {"rank": r, "forward": rank[short]["forward"], "backward": rank[short].get("backward")}
+            {
+                "rank": r,
+                "forward": rank[short]["forward"],
+                "backward": rank[short].get("backward"),
+                "objects": rank[short]["objects"],
+            }
             for r, rank in enumerate(records)
         ]
     rec.record(f"{name}: bytes per rank, chunks ×1 vs ×{TRAFFIC_SCALE} (difference)", change, 0)
     rec.record(f"{name}: forward bytes sent beyond P-1 chunk summaries", excess, 0)
+    rec.record(f"{name}: object bytes per rank (handshake)", objects, (world - 1) * HANDSHAKE_BYTES_PER_PEER)
 
 
 # ---------------------------------------------------------------------------
@@ -359,7 +416,16 @@ CLAIMS = (
         ),
         check=check_aaren_sequence_parallel,
         subject=AAREN_SP,
-        mutants=(mut.INCLUSIVE_RANK_PREFIX, mut.UNRESCALED_TOTALS, mut.REVERSED_RANK_ORDER),
+        mutants=(
+            mut.INCLUSIVE_RANK_PREFIX,
+            mut.UNRESCALED_TOTALS,
+            mut.REVERSED_RANK_ORDER,
+            mut.PREFIX_NOT_RESCALED,
+            mut.BACKWARD_INCLUSIVE_PREFIX,
+            mut.BACKWARD_FORWARD_ORDER,
+            mut.GLOBAL_RANK_AS_GROUP_RANK,
+            *mut.SHIPS_WHOLE_CHUNKS,
+        ),
     ),
     Claim(
         id="linear_attention.sequence_parallel_equals_single",
@@ -375,6 +441,11 @@ CLAIMS = (
         ),
         check=check_linear_sequence_parallel,
         subject=LINEAR_SP,
-        mutants=(mut.LINEAR_INCLUSIVE_PREFIX, mut.LINEAR_REVERSED_ORDER, mut.LINEAR_PREVIOUS_RANK_ONLY),
+        mutants=(
+            mut.LINEAR_INCLUSIVE_PREFIX,
+            mut.LINEAR_REVERSED_ORDER,
+            mut.LINEAR_PREVIOUS_RANK_ONLY,
+            mut.LINEAR_BACKWARD_FROM_EARLIER_RANKS,
+        ),
     ),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+from functools import partial
 from typing import Any
 
 import torch
@@ -93,3 +95,89 @@ def chain_traffic(n_local: int) -> tuple[int, int]:
     with sp.track_traffic() as traffic:
         sp.prefix_softmax_attention(s, v, strategy="chain")
     return traffic.sent, traffic.received
+
+
+def traffic_by_route(n: int) -> dict[str, tuple[int, int, int]]:
+    """``(sent, received, objects)`` this rank counts while ``n`` float64 numbers move by each route."""
+    import threading
+
+    import torch.distributed._functional_collectives as functional
+
+    from attnverify.theory.mutants import sequence_parallel as mut
+
+    x = torch.arange(float(n), dtype=F64) + dist.get_rank()
+    world = dist.get_world_size()
+    routes: dict[str, Any] = {route: partial(mut._ship, route, x, None) for route in mut.ROUTES}
+    routes["functional all_gather"] = lambda: functional.wait_tensor(
+        functional.all_gather_single(x, 0, dist.group.WORLD)
+    )
+    routes["backend allreduce"] = lambda: (
+        dist.group.WORLD._get_backend(torch.device("cpu")).allreduce([x.clone()]).wait()
+    )
+
+    def in_a_thread() -> None:
+        thread = threading.Thread(target=dist.all_gather, args=([torch.empty_like(x) for _ in range(world)], x))
+        thread.start()
+        thread.join()
+
+    routes["all_gather in another thread"] = in_a_thread
+    store = dist.distributed_c10d._get_default_store()
+    peer = (dist.get_rank() + 1) % world
+
+    def through_the_store() -> None:
+        store.set(f"chunk {dist.get_rank()}", pickle.dumps(x))
+        store.get(f"chunk {peer}")
+
+    routes["store"] = through_the_store
+    counts = {}
+    for name, move in routes.items():
+        with sp.track_traffic() as traffic:
+            move()
+        counts[name] = (traffic.sent, traffic.received, traffic.objects)
+    return counts
+
+
+def on_subgroup(lengths: list[int], ranks: list[int]) -> list[dict[str, Any]] | None:
+    """Both strategies on a strict subgroup of the world (its group ranks are not its global ranks)."""
+    group = dist.new_group(ranks)
+    if dist.get_rank() not in ranks:
+        return None
+    case = scan_case(sum(lengths), dv=2, lead=(3,), scores="wide", mask="leftpad", seed=5)
+    me = ranks.index(dist.get_rank())
+    start = sum(lengths[:me])
+    part = slice(start, start + lengths[me])
+    results = []
+    for strategy in sp.STRATEGIES:
+        s = case.scores[..., part].clone().requires_grad_()
+        v = case.values[..., part, :].clone().requires_grad_()
+        out = sp.prefix_softmax_attention(s, v, group, strategy=strategy)
+        (out * upstream(case.values)[..., part, :]).sum().backward()
+        results.append({"out": out.detach(), "ds": s.grad, "dv": v.grad})
+    linear = linear_vs_single_on(lengths, group, me)
+    results.append({"linear": linear})
+    return results
+
+
+def linear_vs_single_on(lengths: list[int], group: Any, me: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    n = sum(lengths)
+    q, k = (torch.randn(1, 2, n, 3, generator=g, dtype=F64) for _ in range(2))
+    v = torch.randn(1, 2, n, 2, generator=g, dtype=F64)
+    start = sum(lengths[:me])
+    part = slice(start, start + lengths[me])
+    local = sp.linear_attention(q[:, :, part], k[:, :, part], v[:, :, part], group)
+    return local, causal_linear_attention(q, k, v)[:, :, part]
+
+
+def raises_in_float32(scores: torch.Tensor, values: torch.Tensor, group: Any = None) -> torch.Tensor:
+    """Raises on every rank for float32 (before any collective); right for float64."""
+    if scores.dtype == torch.float32:
+        raise ValueError("planted: no float32")
+    return sp.prefix_softmax_attention(scores, values, group)
+
+
+def raises_on_one_rank_in_float32(scores: torch.Tensor, values: torch.Tensor, group: Any = None) -> torch.Tensor:
+    """For float32 the last rank raises while the others wait in the handshake; right for float64."""
+    if scores.dtype == torch.float32 and dist.get_rank(group) == dist.get_world_size(group) - 1:
+        raise ValueError("planted: last rank fails")
+    return sp.prefix_softmax_attention(scores, values, group)

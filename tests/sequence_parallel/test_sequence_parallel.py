@@ -101,8 +101,61 @@ def test_run_gloo_rejects_a_bad_world_size() -> None:
 
 
 def test_track_traffic_restores_torch_distributed() -> None:
-    original = torch.distributed.all_gather
+    """The wrapped process group, backend and store methods are back as they were after the blocks."""
+    from torch._C._distributed_c10d import Backend
+
+    before = {cls: dict(vars(cls)) for cls in (torch.distributed.ProcessGroup, Backend, torch.distributed.Store)}
     with sp.track_traffic() as outer, sp.track_traffic() as inner:
-        assert torch.distributed.all_gather is not original
-    assert torch.distributed.all_gather is original
-    assert outer.sent == inner.sent == 0
+        assert torch.distributed.ProcessGroup.allgather is not before[torch.distributed.ProcessGroup]["allgather"]
+        assert (
+            Backend.send is not before[Backend]["send"]
+            and torch.distributed.Store.get is not before[torch.distributed.Store]["get"]
+        )
+    assert {cls: dict(vars(cls)) for cls in before} == before
+    assert outer.sent == inner.sent == outer.objects == 0
+
+
+def test_track_traffic_counts_every_route() -> None:
+    """Every way a payload can leave a rank is counted, at least its size, whatever the call or its alias."""
+    n, world = 10, 3
+    payload = n * 8
+    counts = sp.run_gloo(world, jobs.traffic_by_route, n, timeout_s=60)
+    exact = {  # (sent, received): each rank's payload reaches every other rank once
+        "broadcast": ((world - 1) * payload,) * 2,
+        "all_to_all": ((world - 1) * payload,) * 2,
+        "renamed_all_gather": ((world - 1) * payload,) * 2,
+        "send_recv": ((world - 1) * payload,) * 2,
+        "functional all_gather": ((world - 1) * payload,) * 2,
+        "all_gather in another thread": ((world - 1) * payload,) * 2,
+        "backend allreduce": (payload, payload),  # called on the backend directly: an upper bound
+    }
+    for rank, by_route in enumerate(counts):
+        assert set(by_route) >= set(exact) | {"gather_scatter", "all_gather_object", "store"}
+        for route, moved in exact.items():
+            assert by_route[route] == (*moved, 0), (rank, route, by_route[route])
+        # gathered at rank 0, which scatters the whole sequence (world payloads) to each other rank
+        root = ((world - 1) * world * payload, (world - 1) * payload, 0)
+        assert by_route["gather_scatter"] == (root if rank == 0 else (payload, world * payload, 0)), rank
+        for route in ("all_gather_object", "store"):  # pickled: at least the payload, each way
+            assert by_route[route][:2] == (0, 0) and by_route[route][2] >= 2 * payload, (rank, route, by_route[route])
+
+
+@pytest.mark.parametrize("strategy", sp.STRATEGIES)
+def test_strategies_on_a_strict_subgroup(strategy: str) -> None:
+    """Ranks 1 and 2 of 3 (group ranks 0 and 1): chain messages go to global ranks, chunk order is group order."""
+    lengths, ranks = [6, 9], [1, 2]
+    per_rank = sp.run_gloo(3, jobs.on_subgroup, lengths, ranks, timeout_s=60)
+    assert per_rank[0] is None
+    i = sp.STRATEGIES.index(strategy)
+    case = scan_case(sum(lengths), dv=2, lead=(3,), scores="wide", mask="leftpad", seed=5)
+    s, v = case.scores.clone().requires_grad_(), case.values.clone().requires_grad_()
+    out = prefix_softmax_attention(s, v)
+    (out * jobs.upstream(case.values)).sum().backward()
+    got = torch.cat([per_rank[r][i]["out"] for r in ranks], -2)
+    ds = torch.cat([per_rank[r][i]["ds"] for r in ranks], -1)
+    dv = torch.cat([per_rank[r][i]["dv"] for r in ranks], -2)
+    assert scaled_error(got, out, row_scale(case.values)) <= 1e-13
+    assert scaled_error(ds, s.grad, float(case.values.abs().max())) <= 1e-12
+    assert scaled_error(dv, v.grad, 1.0) <= 1e-12
+    local, want = (torch.cat(parts, 2) for parts in zip(*[per_rank[r][-1]["linear"] for r in ranks], strict=True))
+    assert scaled_error(local, want, want.abs().max()) <= 1e-12
