@@ -184,6 +184,16 @@ def test_a_claim_off_its_devices_is_not_applicable() -> None:
     assert claim.run(impl=_double).verdict == "not applicable"
 
 
+def test_no_implementation_in_the_requested_dtype_is_not_applicable() -> None:
+    ours = registry.Subject("double", "fn(x)", lambda device: (registry.Implementation("ours", _double, (F64,)),))
+    claim = registry.Claim(
+        id="test.ours", paper=PAPER, kind="identity", title="t", statement="s", check=_check("identity"), subject=ours
+    )
+    assert claim.run().verdict == "holds"
+    ev = claim.run(registry.CheckContext(dtypes=(F32,)))
+    assert ev.verdict == "not applicable" and ev.details["reason"].startswith("no implementation runs")
+
+
 def test_subject_arguments_bind() -> None:
     assert SUBJECT.cannot_call(_double) is None
     assert SUBJECT.cannot_call(lambda x, y: x) is not None

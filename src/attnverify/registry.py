@@ -55,6 +55,7 @@ PAPER_MODULES = (
     "attnverify.theory.mpnn_vn",
     "attnverify.theory.dsf",
     "attnverify.theory.lla",
+    "attnverify.theory.rfa",
 )
 """Modules that define ``CLAIMS``; a new paper adds its module here."""
 
@@ -198,12 +199,15 @@ class Claim:
                 raise ValueError(f"claim {self.id} has no subject that an implementation could replace")
             impls = (Implementation(label, impl, tuple(d for d in (asked or IMPL_DTYPES) if d in self.dtypes)),)
         pairs = [pair_name(i.label, d) for i in impls for d in ctx.dtypes_for(i)]
-        if not ctx.dtypes or (impls and not pairs):
-            requested = ", ".join(dtype_name(d) for d in asked or ()) or "defaults"
+        requested = ", ".join(dtype_name(d) for d in asked or ()) or "defaults"
+        if not ctx.dtypes:
             return Evidence.not_applicable(
                 f"no case for the requested dtypes ({requested}); {self.id} applies to "
                 f"{', '.join(dtype_name(d) for d in self.dtypes)}"
             )
+        if impls and not pairs:
+            runs = "; ".join(f"{i.label}: {', '.join(dtype_name(d) for d in i.dtypes)}" for i in impls)
+            return Evidence.not_applicable(f"no implementation runs in the requested dtypes ({requested}) ({runs})")
         recorder = Recorder(pairs)
         recorder.notes["implementations"] = [i.label for i in impls]
         self.check(recorder, impls, ctx)
