@@ -83,6 +83,7 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for claim in registry.claims():
         assert claim.id in out
+    assert "empty_prefix_is_zero" in out  # the conventions column
 
 
 def test_verify_holds_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -151,12 +151,17 @@ def list_claims(claim_id: str | None) -> None:
         return
     table = Table(title="attnverify claims")
     table.add_column("claim", no_wrap=True)
-    for col in ("paper", "kind", "subject (--impl signature)", "mutants"):
+    for col in ("paper", "kind", "subject (--impl signature)", "conventions", "mutants"):
         table.add_column(col, overflow="fold")
     for claim in registry.claims():
         subject = f"{claim.subject.name}: {claim.subject.signature}" if claim.subject else "-"
         table.add_row(
-            claim.id, f"{claim.paper.key} ({claim.paper.arxiv})", claim.kind, subject, str(len(claim.mutants))
+            escape(claim.id),
+            f"{claim.paper.key} ({claim.paper.arxiv})",
+            claim.kind,
+            escape(subject),
+            ", ".join(c.name for c in claim.conventions) or "-",
+            str(len(claim.mutants)),
         )
     Console(width=max(120, Console().width)).print(table)
 

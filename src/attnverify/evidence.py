@@ -26,7 +26,8 @@ Verdict = Literal["holds", "fails", "not applicable"]
 class SymbolicStep(Protocol):
     """A step of a symbolic proof (``attnverify.proofs_checks.symbolic.SymbolicStep`` has this shape)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def holds(self) -> bool: ...
