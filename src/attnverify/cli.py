@@ -151,8 +151,9 @@ def list_claims(claim_id: str | None) -> None:
         return
     table = Table(title="attnverify claims")
     table.add_column("claim", no_wrap=True)
-    for col in ("paper", "kind", "subject (--impl signature)", "conventions", "mutants"):
+    for col in ("paper", "kind", "subject (--impl signature)", "mutants"):
         table.add_column(col, overflow="fold")
+    conventions: dict[registry.Convention, list[str]] = {}
     for claim in registry.claims():
         subject = f"{claim.subject.name}: {claim.subject.signature}" if claim.subject else "-"
         table.add_row(
@@ -160,10 +161,14 @@ def list_claims(claim_id: str | None) -> None:
             f"{claim.paper.key} ({claim.paper.arxiv})",
             claim.kind,
             escape(subject),
-            ", ".join(c.name for c in claim.conventions) or "-",
             str(len(claim.mutants)),
         )
+        for convention in claim.conventions:
+            conventions.setdefault(convention, []).append(claim.id)
     Console(width=max(120, Console().width)).print(table)
+    for convention, ids in conventions.items():
+        click.echo(f"convention {convention.name} ({', '.join(ids)}): {convention.description}")
+    click.echo("'attnverify list --claim ID' shows one claim in full.")
 
 
 def _show_claim(claim: registry.Claim) -> None:
