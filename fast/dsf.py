@@ -327,6 +327,60 @@ def _validate_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         raise ValueError("A: expected entries <= 0 (a decaying state), got a positive or NaN")
 
 
+def _scan_chunked(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, chunk: int
+) -> tuple[Tensor, Tensor]:
+    """The chunked selective scan without the skip term, in the inputs' dtype → ``(y: (Bt, D, L), s_L: (Bt, D, N))``."""
+    bt, d, L = u.shape
+    N = A.shape[1]
+    n = max(1, -(-L // chunk))
+    pad = n * chunk - L
+    # Padding has Δ = 0 and u = 0: it neither decays nor writes the state.
+    x = torch.nn.functional.pad(delta * u, (0, pad)).unflatten(-1, (n, chunk))  # (Bt, D, n, C)
+    dt = torch.nn.functional.pad(delta, (0, pad)).unflatten(-1, (n, chunk))
+    Bc, Cc = (torch.nn.functional.pad(t, (0, pad)).unflatten(-1, (n, chunk)) for t in (B, C))  # (Bt, N, n, C)
+    Aa = A[None, :, None, :]  # (1, D, 1, N)
+
+    def step(s: Tensor, tau: int) -> Tensor:
+        """One step of every chunk at in-chunk position ``tau``: ``s: (Bt, D, n, N)``."""
+        write = x[..., tau, None] * Bc[..., tau].transpose(1, 2)[:, None]  # (Bt, D, n, N)
+        return torch.exp(dt[..., tau, None] * Aa) * s + write
+
+    s = torch.zeros(bt, d, n, N, dtype=u.dtype, device=u.device)
+    for tau in range(chunk):  # pass 1: each chunk from a zero state
+        s = step(s, tau)
+    total = torch.exp(dt.sum(-1)[..., None] * Aa)  # (Bt, D, n, N): e^{A ΣΔ} over each chunk
+    zero = torch.zeros(bt, d, N, dtype=u.dtype, device=u.device)
+    s, carried = carry_scan(total, s, zero if state is None else state)  # the state entering each chunk
+    ys = []
+    for tau in range(chunk):  # pass 2: every chunk from its carried state, reading outputs
+        s = step(s, tau)
+        ys.append((s * Cc[..., tau].transpose(1, 2)[:, None]).sum(-1))  # (Bt, D, n)
+    return torch.stack(ys, -1).flatten(-2)[..., :L], carried
+
+
+class _TritonScan(torch.autograd.Function):
+    """Forward: the Triton scan (``fast/triton/dsf.py``); backward: autograd of :func:`_scan_chunked`."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, chunk: int
+    ) -> tuple[Tensor, Tensor]:
+        from attnverify.fast.triton.dsf import triton_selective_scan
+
+        ctx.chunk, ctx.has_state = chunk, state is not None
+        ctx.save_for_backward(u, delta, A, B, C, *(() if state is None else (state,)))
+        return triton_selective_scan(u, delta, A, B, C, state)
+
+    @staticmethod
+    def backward(ctx: Any, d_y: Tensor, d_final: Tensor) -> tuple[Tensor | None, ...]:
+        saved = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+        with torch.enable_grad():
+            y, final = _scan_chunked(*saved[:5], saved[5] if ctx.has_state else None, ctx.chunk)
+            grads = torch.autograd.grad((y, final), saved, (d_y, d_final), allow_unused=True)
+        return (*grads[:5], grads[5] if ctx.has_state else None, None)
+
+
 @overload
 def selective_scan(
     u: Tensor,
@@ -339,6 +393,7 @@ def selective_scan(
     chunk_size: int | None = ...,
     initial_state: Tensor | None = ...,
     output_final_state: Literal[False] = ...,
+    backend: str | None = ...,
 ) -> Tensor: ...
 
 
@@ -354,6 +409,7 @@ def selective_scan(
     chunk_size: int | None = ...,
     initial_state: Tensor | None = ...,
     output_final_state: Literal[True],
+    backend: str | None = ...,
 ) -> tuple[Tensor, Tensor]: ...
 
 
@@ -368,6 +424,7 @@ def selective_scan(
     chunk_size: int | None = None,
     initial_state: Tensor | None = None,
     output_final_state: bool = False,
+    backend: str | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Mamba's selective scan (arXiv 2312.00752, Alg. 2; Euler input, ``delta`` already positive), in chunks.
 
@@ -383,6 +440,8 @@ def selective_scan(
         chunk_size: tokens per chunk (``>= 1``); ``None`` picks ``⌈√L⌉``.
         initial_state: ``(Bt, D, N)``, the state before the first token.
         output_final_state: also return the state after the last token.
+        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (one token at a time,
+            the state in registers; its backward recomputes through the torch path).
 
     Returns ``y: (Bt, D, L)`` in the input dtype (float16/bfloat16 accumulate in float32), or ``(y, s_L)``.
     """
@@ -398,31 +457,13 @@ def selective_scan(
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk_size: expected None or an int >= 1, got {chunk_size!r}")
     dtype, acc = u.dtype, accumulation_dtype(u.dtype)
-    n = max(1, -(-L // chunk))
-    pad = n * chunk - L
-    # Padding has Δ = 0 and u = 0: it neither decays nor writes the state.
-    x = torch.nn.functional.pad((delta * u).to(acc), (0, pad)).unflatten(-1, (n, chunk))  # (Bt, D, n, C)
-    dt = torch.nn.functional.pad(delta.to(acc), (0, pad)).unflatten(-1, (n, chunk))
-    Bc, Cc = (torch.nn.functional.pad(t.to(acc), (0, pad)).unflatten(-1, (n, chunk)) for t in (B, C))  # (Bt, N, n, C)
-    Aa = A.to(acc)[None, :, None, :]  # (1, D, 1, N)
-
-    def step(s: Tensor, tau: int) -> Tensor:
-        """One step of every chunk at in-chunk position ``tau``: ``s: (Bt, D, n, N)``."""
-        write = x[..., tau, None] * Bc[..., tau].transpose(1, 2)[:, None]  # (Bt, D, n, N)
-        return torch.exp(dt[..., tau, None] * Aa) * s + write
-
-    s = torch.zeros(bt, d, n, N, dtype=acc, device=u.device)
-    for tau in range(chunk):  # pass 1: each chunk from a zero state
-        s = step(s, tau)
-    total = torch.exp(dt.sum(-1)[..., None] * Aa)  # (Bt, D, n, N): e^{A ΣΔ} over each chunk
-    zero = torch.zeros(bt, d, N, dtype=acc, device=u.device)
-    s, carried = carry_scan(total, s, zero if initial_state is None else initial_state.to(acc))  # entering each chunk
-    ys = []
-    for tau in range(chunk):  # pass 2: every chunk from its carried state, reading outputs
-        s = step(s, tau)
-        ys.append((s * Cc[..., tau].transpose(1, 2)[:, None]).sum(-1))  # (Bt, D, n)
-    y = torch.stack(ys, -1).flatten(-2)[..., :L]
+    args = [t.to(acc) for t in (u, delta, A, B, C)]
+    state = None if initial_state is None else initial_state.to(acc)
+    if select_backend(backend, u.device) == "triton":
+        y, carried = _TritonScan.apply(*args, state, chunk)
+    else:
+        y, carried = _scan_chunked(*args, state, chunk)
     if D is not None:
-        y = y + D.to(acc)[:, None] * u.to(acc)
+        y = y + D.to(acc)[:, None] * args[0]
     y = y.to(dtype)
     return (y, carried.to(dtype)) if output_final_state else y

@@ -759,6 +759,11 @@ SCAN_SUBJECT = Subject(
         Implementation("reference step loop", ref.selective_scan, device="cpu"),
         Implementation("fast chunked", fast.selective_scan),
         Implementation("fast chunked C=3", partial(fast.selective_scan, chunk_size=3)),
+        *(
+            (Implementation("fast triton", partial(fast.selective_scan, backend="triton")),)
+            if device.type == "cuda"
+            else ()
+        ),
     ),
     args=("u", "delta", "A", "B", "C", "D"),
 )

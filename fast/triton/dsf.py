@@ -113,3 +113,66 @@ def triton_gla(
         HAS_INIT=initial_state is not None, IS_F64=dtype == torch.float64,
     )  # fmt: skip
     return out.reshape(B, H, T, DV), final.reshape(B, H, DK, DV)
+
+
+@triton.jit
+def _scan_kernel(  # type: ignore[no-untyped-def]
+    U_ptr,  # (Bt, D, L)
+    DT_ptr,  # (Bt, D, L)
+    A_ptr,  # (D, N)
+    B_ptr,  # (Bt, N, L)
+    C_ptr,  # (Bt, N, L)
+    S0_ptr,  # (Bt, D, N) initial state; read only when HAS_INIT
+    Y_ptr,  # (Bt, D, L) out, before the skip term
+    SF_ptr,  # (Bt, D, N) out: the final state
+    D,
+    N,
+    L,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    IS_F64: tl.constexpr,
+):
+    """Mamba's selective scan (arXiv 2312.00752, Alg. 2), one token at a time, a ``BLOCK_D × BLOCK_N`` state in
+    registers: ``s ← e^{Δ_t A} ⊙ s + Δ_t u_t B_t``, ``y_t = Σ_n s C_t``."""
+    b = tl.program_id(0).to(tl.int64)
+    dc = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    nc = tl.arange(0, BLOCK_N)
+    d_ok, n_ok = dc < D, nc < N
+    acc = tl.float64 if IS_F64 else tl.float32
+    A = tl.load(A_ptr + dc[:, None] * N + nc[None, :], mask=d_ok[:, None] & n_ok[None, :], other=0.0).to(acc)
+    state_offs = b * D * N + dc[:, None] * N + nc[None, :]
+    state_ok = d_ok[:, None] & n_ok[None, :]
+    if HAS_INIT:
+        s = tl.load(S0_ptr + state_offs, mask=state_ok, other=0.0).to(acc)
+    else:
+        s = tl.zeros((BLOCK_D, BLOCK_N), acc)
+    for t in range(0, L):
+        u = tl.load(U_ptr + b * D * L + dc * L + t, mask=d_ok, other=0.0).to(acc)
+        dt = tl.load(DT_ptr + b * D * L + dc * L + t, mask=d_ok, other=0.0).to(acc)
+        Bt = tl.load(B_ptr + b * N * L + nc * L + t, mask=n_ok, other=0.0).to(acc)
+        Ct = tl.load(C_ptr + b * N * L + nc * L + t, mask=n_ok, other=0.0).to(acc)
+        s = tl.exp(dt[:, None] * A) * s + (dt * u)[:, None] * Bt[None, :]
+        y = tl.sum(s * Ct[None, :], axis=1)
+        tl.store(Y_ptr + b * D * L + dc * L + t, y.to(Y_ptr.dtype.element_ty), mask=d_ok)
+    tl.store(SF_ptr + state_offs, s, mask=state_ok)
+
+
+def triton_selective_scan(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, initial_state: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """``u, delta: (Bt, D, L)``, ``A: (D, N)``, ``B, C: (Bt, N, L)`` in the accumulation dtype → ``(y without the skip
+    term, s_L)``."""
+    bt, d, L = u.shape
+    N = A.shape[1]
+    dtype = u.dtype
+    y = torch.empty(bt, d, L, dtype=dtype, device=u.device)
+    final = torch.empty(bt, d, N, dtype=dtype, device=u.device)
+    s0 = initial_state.to(dtype).contiguous() if initial_state is not None else final
+    block_n = triton.next_power_of_2(max(N, 1))
+    block_d = max(1, min(64, 4096 // block_n))
+    _scan_kernel[(bt, triton.cdiv(d, block_d))](
+        *(t.contiguous() for t in (u, delta, A, B, C)), s0, y, final, d, N, L,
+        BLOCK_D=block_d, BLOCK_N=block_n, HAS_INIT=initial_state is not None, IS_F64=dtype == torch.float64,
+    )  # fmt: skip
+    return y, final

@@ -1,4 +1,5 @@
-"""The Triton GLA kernel against the step-by-step recurrence (forward; backward through the torch path).
+"""The Triton GLA and selective-scan kernels against the step-by-step recurrences (forward; backward through the
+torch path).
 
 Runs under ``TRITON_INTERPRET=1`` on the CPU (small shapes; ``tests/test_triton_tier.py`` starts this file
 in its own process, since the variable must be set before ``import triton``), or compiled on CUDA.
@@ -13,10 +14,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnverify.fast.dsf import gated_linear_attention
+from attnverify.fast.dsf import gated_linear_attention, selective_scan
+from attnverify.numerics import identity_tolerance
 from attnverify.reference import dsf as ref
 from attnverify.theory.dsf import CHUNKED_TOLERANCE, rel_error
 from tests.dsf.test_fast import gla_inputs
+from tests.dsf.test_selective_scan import scan_inputs
 
 CUDA = torch.cuda.is_available()
 pytestmark = [
@@ -69,3 +72,22 @@ def test_gradcheck_through_the_triton_forward() -> None:
     q, k, v, g = (x.to(DEVICE) for x in gla_inputs(9, 1, kind="key", scale=1.0, b=1, h=1, dk=2, dv=2))
     inputs = tuple(x.clone().requires_grad_() for x in (q, k, v, g))
     assert torch.autograd.gradcheck(lambda *xs: gated_linear_attention(*xs, chunk_size=4, backend="triton"), inputs)
+
+
+@pytest.mark.parametrize("L", [1, 7, 40])
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_selective_scan_matches_step_loop(L: int, dtype: torch.dtype) -> None:
+    args = [a.to(dtype).to(DEVICE) for a in scan_inputs(2, 5, 3, L, L, strength=5.0)]
+    state = torch.randn(2, 5, 3, dtype=F64, generator=torch.Generator().manual_seed(L)).to(dtype).to(DEVICE)
+    y, final = selective_scan(*args, initial_state=state, output_final_state=True, backend="triton")
+    assert y.dtype == dtype and y.device.type == DEVICE
+    want, want_final = ref.selective_scan(
+        *(a.double().cpu() for a in args), initial_state=state.double().cpu(), output_final_state=True
+    )
+    tol = identity_tolerance(dtype, L)
+    assert rel_error(y, want) <= tol and rel_error(final, want_final) <= tol
+
+
+def test_selective_scan_gradcheck_through_the_triton_forward() -> None:
+    inputs = tuple(a.to(DEVICE).requires_grad_() for a in scan_inputs(1, 2, 2, 6, 1))
+    assert torch.autograd.gradcheck(lambda *xs: selective_scan(*xs, chunk_size=3, backend="triton"), inputs)
