@@ -249,3 +249,10 @@ def test_failing_claim_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     monkeypatch.setattr(registry, "claims", lambda: (broken,))
     assert run(["verify"]) == 1
+
+
+def test_help_documents_exit_codes_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["verify", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 every claim holds; 1 some claim fails; 2 bad arguments; 3 none fails but some claim is not" in out
+    assert "non-finite numbers as the strings nan, inf, -inf" in out
