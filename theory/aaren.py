@@ -8,15 +8,18 @@ implementation to validate itself.
 
 from __future__ import annotations
 
+import copy
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from attnverify.evidence import Recorder, invoke
@@ -545,8 +548,10 @@ def _numel(state: Any) -> int:
 
 
 def check_streaming(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
-    """``step`` from ``init_state`` reproduces ``forward`` (1-3 stacked layers); the state has
-    ``B·H·(d_head + 2)`` numbers per layer after 1 and after ``T`` steps (book/aaren.md, "The claims")."""
+    """``step`` from ``init_state`` reproduces ``forward`` and an independent float64 reference of the layer
+    built from the module's weights (1-3 stacked layers); the state has ``B·H·(d_head + 2)`` numbers per
+    layer after 1 and after ``T`` steps, and neither the module's storage nor a step's cost grows with ``t``
+    (book/aaren.md, "The claims")."""
     d_model, n_heads, batch = 16, 4, 4
     d_head = d_model // n_heads
     length = 200 if ctx.thorough else 33
@@ -560,24 +565,126 @@ def check_streaming(rec: Recorder, impls: Sequence[Implementation], ctx: CheckCo
                     torch.manual_seed(ctx.seed + depth)
                     layers = [invoke(impl.fn, d_model, n_heads, dtype).to(device) for _ in range(depth)]
                     g = torch.Generator().manual_seed(ctx.seed + depth)
-                    x = torch.randn(batch, length, d_model, generator=g, dtype=F64).to(dtype).to(device)
+                    x = torch.randn(batch, length, d_model, generator=g, dtype=F64)
                     regimes = [("inputs ~ N(0, 1)", 1.0, identity_tolerance(dtype, length))]
                     if dtype == F64:
                         regimes.append(("inputs ~ N(0, 1e6)", 1e3, STREAM_EXTREME_TOLERANCE))
                     for regime, scale, tol in regimes:
-                        xs = x * scale
+                        xs = (x * scale).to(dtype)
                         with torch.no_grad():
-                            y = xs
+                            truth = xs.to(F64)
+                            for layer in layers:
+                                truth = aaren_layer_reference(invoke(layer_weights, layer), truth)
+                            y = xs.to(device)
                             for layer in layers:
                                 y = as_tensor(invoke(layer, y), "forward")
-                            y_stream, _ = _stream(layers, xs)
-                        rec.record(
-                            f"{name}: {depth} layer(s), {regime}: step outputs vs forward",
-                            scaled_error(y_stream.cpu(), y.cpu(), y.cpu().abs().amax((1, 2), keepdim=True)),
-                            tol,
-                        )
+                            y_stream, _ = _stream(layers, xs.to(device))
+                        scale_of = truth.abs().amax((1, 2), keepdim=True)
+                        y, y_stream = y.cpu().to(F64), y_stream.cpu().to(F64)
+                        label = f"{name}: {depth} layer(s), {regime}: step outputs vs"
+                        rec.record(f"{label} forward", scaled_error(y_stream, y, scale_of), tol)
+                        rec.record(f"{label} float64 reference", scaled_error(y_stream, truth, scale_of), tol)
                         rec.cases += 1
                 _streaming_structure(rec, impl, dtype, device, name, (d_model, n_heads, d_head), steps, ctx.seed)
+
+
+class LayerWeights(NamedTuple):
+    """An Aaren layer's parameters in float64 on the CPU: ``query: (H, d_head)``, key and value
+    projections ``(d_model, d_model)`` with biases (zeros when absent), and the score scale."""
+
+    query: Tensor
+    key_weight: Tensor
+    key_bias: Tensor
+    value_weight: Tensor
+    value_bias: Tensor
+    scale: float
+
+
+def layer_weights(layer: Any) -> LayerWeights:
+    """Read the parameters the subject exposes (``query``, ``key``, ``value`` linear maps, ``scale``)."""
+
+    def bias(linear: Any) -> Tensor:
+        b = linear.bias
+        return torch.zeros(linear.weight.shape[0], dtype=F64) if b is None else b.detach().cpu().to(F64)
+
+    def f64(t: Tensor) -> Tensor:
+        return t.detach().cpu().to(F64)
+
+    return LayerWeights(
+        f64(layer.query),
+        f64(layer.key.weight),
+        bias(layer.key),
+        f64(layer.value.weight),
+        bias(layer.value),
+        float(layer.scale),
+    )
+
+
+def aaren_layer_reference(w: LayerWeights, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Float64 reference of one Aaren layer (book/aaren.md, our formulation): per head ``h``, scores
+    ``scale·⟨W_K x_i + b_K, q_h⟩`` and values ``W_V x_i + b_V``, masked quadratic causal softmax
+    (``ref.causal_constant_query_attention``), heads concatenated.  ``x: (B, N, d)``, ``mask: (B, N)``."""
+    n_heads, d_head = w.query.shape
+    x = x.to(F64)
+    k = F.linear(x, w.key_weight, w.key_bias).unflatten(-1, (n_heads, d_head))
+    v = F.linear(x, w.value_weight, w.value_bias).unflatten(-1, (n_heads, d_head))
+    s = torch.einsum("bnhd,hd->bhn", k, w.query) * w.scale
+    if mask is not None:
+        s = s.masked_fill(~mask[:, None, :], NEG_INF)
+    return ref.causal_constant_query_attention(s, v.transpose(1, 2)).transpose(1, 2).flatten(-2)
+
+
+STREAM_STORAGE_AT = 10
+"""The module's tensor storage after this many steps is compared with that after the last step."""
+STEP_COST_BAND = 1.5
+"""A late step's op cost may be at most this multiple of an early one's.  The cost is deterministic: the
+elements every torch operator of the step reads and writes.  A constant-memory step repeats the same
+operators on the same shapes (ratio 1); a step that re-reads a history grows ∝ t (about 30× from
+t = 10 to 300)."""
+STEP_TIME_BAND = 4.0
+"""A late step's median wall time may be at most this multiple of an early one's.  Generous, because the
+machine may be shared: the two are timed interleaved (an early copy of the module and the late module,
+step for step), so load affects both alike; the deterministic op cost above is the sharp test."""
+STEP_WINDOW = 15
+"""Steps per window for the op cost and the timing medians."""
+
+
+def _storage_bytes(obj: Any) -> int:
+    """Bytes of every distinct tensor reachable from ``obj`` (a module: its parameters, buffers and attributes;
+    lists, tuples, sets, dicts and plain objects are searched; functions and types are not).  Each tensor
+    counts its own elements, so a growing list of views into one input grows the total too."""
+    seen: set[int] = set()
+    total = 0
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        atom = isinstance(item, (type, str, bytes, int, float, bool))
+        if id(item) in seen or atom or (callable(item) and not isinstance(item, torch.nn.Module)):
+            continue
+        seen.add(id(item))
+        if isinstance(item, Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif hasattr(item, "__dict__"):
+            stack.extend(vars(item).values())
+    return total
+
+
+class _OpCost(TorchDispatchMode):
+    """Elements read and written by every torch operator run inside (a deterministic cost of the block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        leaves, _ = tree_flatten((args, kwargs, out))
+        self.elements += sum(t.numel() for t in leaves if isinstance(t, Tensor))
+        return out
 
 
 def _streaming_structure(
@@ -590,33 +697,67 @@ def _streaming_structure(
     steps: int,
     seed: int,
 ) -> None:
+    """State size after 1 and ``steps`` steps; module storage after :data:`STREAM_STORAGE_AT` and ``steps``
+    steps; a step's op cost and wall time late vs early (medians of :data:`STEP_WINDOW` steps)."""
     d_model, n_heads, d_head = dims
     torch.manual_seed(seed)
     layer = invoke(impl.fn, d_model, n_heads, dtype).to(device)
     g = torch.Generator().manual_seed(seed)
-    xs = torch.randn(steps, 2, d_model, generator=g, dtype=F64).to(dtype).to(device)
+    xs = torch.randn(steps + STEP_WINDOW, 2, d_model, generator=g, dtype=F64).to(dtype).to(device)
     state = invoke(layer.init_state, 2)
-    sizes, times = [], []
+    sizes, early = [], None
     expected = 2 * n_heads * (d_head + 2)
+    storage: list[int] = []
     with torch.no_grad():
         for t in range(steps):
-            start = time.perf_counter()
             _, state = invoke(layer.step, xs[t], state)
-            times.append(time.perf_counter() - start)
             if t in (0, steps - 1):
                 sizes.append(_numel(state))
+            if t + 1 == STREAM_STORAGE_AT:
+                storage.append(_storage_bytes(layer))
+                early = invoke(copy.deepcopy, (layer, state))
             if sizes[0] != expected:  # already wrong after one step: no need to stream the rest
                 sizes.append(_numel(state))
                 break
+        storage.append(_storage_bytes(layer))
+        rec.record(
+            f"{name}: state numel after 1 and after {steps} steps vs B·H·(d_head + 2) = {expected} (difference)",
+            abs(sizes[0] - expected) + abs(sizes[1] - expected),
+            0,
+        )
+        rec.cases += 1
+        if early is None or len(storage) < 2:
+            return
+        rec.record(
+            f"{name}: module tensor storage after {steps} steps minus after {STREAM_STORAGE_AT} (bytes)",
+            storage[1] - storage[0],
+            0,
+        )
+        costs: dict[str, list[float]] = {"early": [], "late": []}
+        times: dict[str, list[float]] = {"early": [], "late": []}
+        runs = {"early": list(early), "late": [layer, state]}
+        for i in range(STEP_WINDOW):  # interleaved, so the load of a shared machine hits both alike
+            for key, run in runs.items():
+                with _OpCost() as cost:
+                    invoke(run[0].step, xs[steps + i], run[1])
+                costs[key].append(cost.elements)
+                _synchronize(device)
+                start = time.perf_counter()
+                _, run[1] = invoke(run[0].step, xs[steps + i], run[1])
+                _synchronize(device)
+                times[key].append(time.perf_counter() - start)
+    cost_ratio = statistics.median(costs["late"]) / max(1.0, statistics.median(costs["early"]))
+    rec.record(f"{name}: step op cost at t = {steps} over t = {STREAM_STORAGE_AT} (ratio)", cost_ratio, STEP_COST_BAND)
+    time_ratio = statistics.median(times["late"]) / statistics.median(times["early"])
     rec.record(
-        f"{name}: state numel after 1 and after {steps} steps vs B·H·(d_head + 2) = {expected} (difference)",
-        abs(sizes[0] - expected) + abs(sizes[1] - expected),
-        0,
+        f"{name}: step time at t = {steps} over t = {STREAM_STORAGE_AT} (median ratio)", time_ratio, STEP_TIME_BAND
     )
-    rec.cases += 1
-    window = max(1, len(times) // 10)
-    early, late = sum(times[1 : window + 1]) / window, sum(times[-window:]) / window
-    rec.notes.setdefault("step time late/early", {})[name] = late / early if early else None
+    rec.notes.setdefault("step time late/early", {})[name] = time_ratio
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------------
@@ -675,7 +816,8 @@ OPERATOR = Subject(
 )
 STREAMING = Subject(
     "aaren_module",
-    "fn(d_model, n_heads, dtype) -> module with forward(x), init_state(batch_size), step(x_t, state)",
+    "fn(d_model, n_heads, dtype) -> module with forward(x), init_state(batch_size), step(x_t, state), "
+    "and attributes query: (H, d_head), key and value: nn.Linear(d_model, d_model), scale: float",
     lambda device: (Implementation("fast Aaren", lambda d, h, dtype: fast.Aaren(d, h, dtype=dtype)),),
     args=("d_model", "n_heads", "dtype"),
 )
@@ -764,12 +906,19 @@ CLAIMS = (
         title="Streaming one token at a time reproduces the parallel forward, in constant memory",
         statement=(
             r"With $\mathrm{state}_0=e$ and $\mathrm{state}_t=\mathrm{state}_{t-1}\oplus(s_t,1,v_t)$, "
-            r"$y_t=w_t/u_t$ equals row $t$ of the parallel Aaren forward for stacks of 1-3 layers, and the "
-            r"state holds $BH(d_h+2)$ numbers per layer whatever $t$."
+            r"$y_t=w_t/u_t$ equals row $t$ of the parallel Aaren forward and of a float64 reference of the layer "
+            r"for stacks of 1-3 layers; the state holds $BH(d_h+2)$ numbers per layer whatever $t$, and neither "
+            r"the module's tensor storage nor the cost of a step grows with $t$."
         ),
         check=check_streaming,
         subject=STREAMING,
         dtypes=(F64, F32),
-        mutants=(mut.STEP_KEEPS_HISTORY, mut.STEP_INIT_M_ZERO, mut.STEP_EMITS_STALE),
+        mutants=(
+            mut.STEP_KEEPS_HISTORY,
+            mut.MODULE_KEEPS_HISTORY,
+            mut.STEP_INIT_M_ZERO,
+            mut.STEP_EMITS_STALE,
+            mut.FORWARD_AND_STEP_UNSCALED,
+        ),
     ),
 )

@@ -1,5 +1,6 @@
-"""The Aaren module: parallel forward equals constant-query attention with its own parameters;
-streaming equals forward; the state never grows; bad input is refused with a clear error."""
+"""The Aaren module: parallel forward equals constant-query attention with its own parameters (the
+float64 layer reference of the streaming claim); streaming equals forward; neither the state, the
+module's storage nor a step's cost grows; bad input is refused with a clear error."""
 
 from __future__ import annotations
 
@@ -10,22 +11,9 @@ from hypothesis import strategies as st
 
 from attnverify.fast import Aaren
 from attnverify.numerics import scaled_error
-from attnverify.reference import aaren as ref
+from attnverify.theory.aaren import _OpCost, _storage_bytes, aaren_layer_reference, layer_weights
 
 F64 = torch.float64
-
-
-def reference_forward(layer: Aaren, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Per head: scores scale·⟨W_K x_i + b_K, q_h⟩, values W_V x_i + b_V; the masked quadratic reference."""
-    B, N, _ = x.shape
-    H, dh = layer.n_heads, layer.d_head
-    k = (x @ layer.key.weight.T + layer.key.bias).view(B, N, H, dh)
-    v = (x @ layer.value.weight.T + layer.value.bias).view(B, N, H, dh)
-    s = torch.einsum("bnhd,hd->bhn", k, layer.query) * layer.scale
-    if mask is not None:
-        s = s.masked_fill(~mask[:, None, :], float("-inf"))
-    o = ref.causal_constant_query_attention(s, v.transpose(1, 2))  # (B, H, N, dh)
-    return o.transpose(1, 2).reshape(B, N, H * dh)
 
 
 @given(
@@ -42,7 +30,9 @@ def test_forward_equals_reference_and_step(heads: int, n: int, scale: float, see
     mask = torch.rand(3, n) > 0.3 if masked else None
     with torch.no_grad():
         y = layer(x, mask)
-        assert scaled_error(y, reference_forward(layer, x, mask), y.abs().max().clamp_min(1.0)) <= 1e-12
+        assert (
+            scaled_error(y, aaren_layer_reference(layer_weights(layer), x, mask), y.abs().max().clamp_min(1.0)) <= 1e-12
+        )
         state = layer.init_state(3)
         for t in range(n):
             y_t, state = layer.step(x[:, t], state, None if mask is None else mask[:, t])
@@ -59,6 +49,33 @@ def test_state_size_is_constant_and_minimal() -> None:
             sizes.append(sum(t.numel() for t in state))
     assert set(sizes) == {2 * 4 * (4 + 2)}
     assert state.m.shape == (2, 4) and state.w.shape == (2, 4, 4)
+
+
+def test_module_storage_and_step_cost_do_not_grow() -> None:
+    layer = Aaren(8, 2, dtype=F64)
+    state = layer.init_state(2)
+    storage, costs = [], []
+    with torch.no_grad():
+        for t in range(60):
+            with _OpCost() as cost:
+                _, state = layer.step(torch.randn(2, 8, dtype=F64), state)
+            costs.append(cost.elements)
+            if t in (9, 59):
+                storage.append(_storage_bytes(layer))
+    assert storage[0] == storage[1] == sum(p.numel() * 8 for p in layer.parameters())
+    assert len(set(costs)) == 1 and costs[0] > 0
+
+
+def test_storage_finds_tensors_kept_anywhere_on_a_module() -> None:
+    """Parameters, buffers, plain attributes, containers (lists, dicts, tuples) and plain objects on it."""
+    layer = torch.nn.Linear(2, 3, bias=False, dtype=F64)  # 6 numbers
+    before = _storage_bytes(layer)
+    layer.register_buffer("seen", torch.zeros(4, dtype=F64))
+    layer.history = [torch.zeros(5, dtype=F64), {"nested": (torch.zeros(7, dtype=F64),)}]
+    layer.holder = type("Holder", (), {})()
+    layer.holder.kept = torch.zeros(2, 3, dtype=F64)[0]  # a view counts its own elements
+    assert before == 6 * 8
+    assert _storage_bytes(layer) == (6 + 4 + 5 + 7 + 3) * 8
 
 
 def test_gradients_reach_every_parameter() -> None:

@@ -214,3 +214,41 @@ STEP_EMITS_STALE = Mutant(
     "step returns the output before folding in x_t",
     lambda d_model, n_heads, dtype: _StaleAaren(d_model, n_heads, dtype=dtype),
 )
+
+
+class _ModuleHistoryAaren(Aaren):
+    """Keeps every token on the module itself and re-runs ``forward`` over them: right outputs and a
+    right-sized state, but storage and step cost that grow with t."""
+
+    def init_state(self, batch_size: int) -> AarenState:  # type: ignore[override]
+        self.seen: list[tuple[Tensor, Tensor]] = []
+        return super().init_state(batch_size)
+
+    def step(self, x_t: Tensor, state: AarenState, mask_t: Tensor | None = None) -> tuple[Tensor, AarenState]:  # type: ignore[override]
+        _, new = super().step(x_t, state, mask_t)
+        keep = torch.ones(x_t.shape[0], dtype=torch.bool, device=x_t.device) if mask_t is None else mask_t
+        self.seen.append((x_t, keep))
+        tokens, masks = zip(*self.seen, strict=True)
+        return self.forward(torch.stack(tokens, 1), torch.stack(masks, 1))[:, -1], new
+
+
+MODULE_KEEPS_HISTORY = Mutant(
+    "module_keeps_history",
+    "step keeps every token on the module and re-runs forward (state right-sized, module grows)",
+    lambda d_model, n_heads, dtype: _ModuleHistoryAaren(d_model, n_heads, dtype=dtype),
+)
+
+
+class _UnscaledAaren(Aaren):
+    """``forward`` and ``step`` agree with each other but both leave out the score scale the module reports."""
+
+    def _scores_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s, v = super()._scores_values(x)
+        return s / self.scale, v
+
+
+FORWARD_AND_STEP_UNSCALED = Mutant(
+    "forward_and_step_unscaled",
+    "forward and step consistent with each other, both without the score scale (only the reference sees it)",
+    lambda d_model, n_heads, dtype: _UnscaledAaren(d_model, n_heads, dtype=dtype),
+)
