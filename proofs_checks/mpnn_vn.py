@@ -72,3 +72,49 @@ def favor_moments() -> tuple[SymbolicStep, ...]:
             difference(second - mean**2, sp.exp(2 * x * y) * (sp.exp((x + y) ** 2) - 1)),
         ),
     )
+
+
+def newton_identities(n: int = 4) -> tuple[SymbolicStep, ...]:
+    """For symbols ``x_1..x_n``: Newton's identities turn the power sums ``p_k = Σ x_j^k`` into the elementary
+    symmetric polynomials ``e_k``, so ``p_1..p_n`` determine the multiset (the roots of ``Σ (-1)^k e_k t^{n-k}``)."""
+    xs = sp.symbols(f"x1:{n + 1}", real=True)
+    p = [sum(x**k for x in xs) for k in range(1, n + 1)]
+    e = [sp.Integer(1)]
+    for k in range(1, n + 1):
+        e.append(sum((-1) ** (i - 1) * e[k - i] * p[i - 1] for i in range(1, k + 1)) / k)
+    t = sp.Symbol("t")
+    poly = sum((-1) ** k * e[k] * t ** (n - k) for k in range(n + 1))
+    steps = [
+        SymbolicStep(f"e_{k} from Newton = elementary symmetric polynomial", difference(e[k], _elementary(xs, k)))
+        for k in range(1, n + 1)
+    ]
+    steps.append(SymbolicStep("Σ (-1)^k e_k t^{n-k} = Π (t - x_j)", difference(poly, sp.prod([t - x for x in xs]))))
+    return tuple(steps)
+
+
+def _elementary(xs: tuple[sp.Symbol, ...], k: int) -> sp.Expr:
+    from itertools import combinations
+
+    return sum(sp.prod(c) for c in combinations(xs, k))
+
+
+def fewer_power_sums(n: int = 3) -> tuple[SymbolicStep, ...]:
+    """The converse (derived): written through ``e_1..e_n``, the power sums ``p_1..p_{n-1}`` do not involve
+    ``e_n`` and ``p_n`` does, so changing only ``e_n`` keeps ``p_1..p_{n-1}`` and changes the multiset."""
+    e = sp.symbols(f"e1:{n + 1}")
+    p: list[sp.Expr] = []
+    for k in range(1, n + 1):  # Newton's identities solved for p_k
+        p.append(
+            sp.expand(
+                sum((-1) ** (i - 1) * e[i - 1] * p[k - i - 1] for i in range(1, k)) + (-1) ** (k - 1) * k * e[k - 1]
+            )
+        )
+    steps = [
+        SymbolicStep(f"∂p_{k} / ∂e_{n} = 0", difference(sp.diff(p[k - 1], e[-1]), sp.Integer(0))) for k in range(1, n)
+    ]
+    steps.append(
+        SymbolicStep(
+            f"∂p_{n} / ∂e_{n} = (-1)^(n-1) n", difference(sp.diff(p[-1], e[-1]), sp.Integer((-1) ** (n - 1) * n))
+        )
+    )
+    return tuple(steps)

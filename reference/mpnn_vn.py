@@ -170,3 +170,37 @@ def softmax_by_depth(x: Tensor, Wq: Tensor, Wk: Tensor, Wv: Tensor, anchors: Ten
         scale, e = torch.exp(mx - new), torch.exp(s[:, None] - new)
         num, den, mx = num * scale + e * v_t, den * scale + e, new
     return num / den
+
+
+def newton_elementary(p: Tensor) -> Tensor:
+    """Elementary symmetric polynomials ``e_0..e_n`` from power sums ``p_1..p_n`` (Newton's identities).
+
+    ``k e_k = Σ_{i=1}^{k} (-1)^{i-1} e_{k-i} p_i``, ``e_0 = 1``.
+    """
+    n = p.shape[0]
+    e = [p.new_ones(())]
+    for k in range(1, n + 1):
+        e.append(sum((-1) ** (i - 1) * e[k - i] * p[i - 1] for i in range(1, k + 1)) / k)
+    return torch.stack(e)
+
+
+def deepsets_attention_d1(x: Tensor, Wq: Tensor, Wk: Tensor, Wv: Tensor) -> Tensor:
+    """Result B for ``d = 1`` (arXiv 2301.11956, §4; our construction): softmax attention through ``n`` power sums.
+
+    ``x: (n, 1)``; ``W*: (1, 1)``.  The VN sums ``ψ(x_j) = (x_j, x_j², ..., x_j^n)`` into the power sums
+    ``p_1..p_n``; Newton's identities give ``e_1..e_n``; the roots of ``Σ_k (-1)^k e_k t^{n-k}`` are the
+    multiset ``{x_j}``; each node ``i`` then computes ``Σ_j softmax_j(q_i k_j) v_j`` over that multiset.
+    Exact up to the conditioning of the roots (distinct, well-separated features).
+    """
+    n = x.shape[0]
+    powers = torch.arange(1, n + 1, dtype=x.dtype)
+    p = (x.reshape(n, 1) ** powers).sum(0)  # the VN state: (n,) power sums
+    e = newton_elementary(p)
+    coeffs = torch.stack([(-1) ** k * e[k] for k in range(n + 1)])  # t^n, t^{n-1}, ..., t^0
+    companion = torch.zeros(n, n, dtype=x.dtype)
+    companion[0, :] = -coeffs[1:]
+    if n > 1:
+        companion[1:, :-1] = torch.eye(n - 1, dtype=x.dtype)
+    roots = torch.linalg.eigvals(companion).real.reshape(n, 1)  # the recovered multiset
+    q, k, v = x @ Wq, roots @ Wk, roots @ Wv
+    return torch.softmax(q @ k.T, dim=1) @ v

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from attnverify.evidence import Recorder
+from attnverify.evidence import Recorder, invoke
 from attnverify.fast import mpnn_vn as fast
 from attnverify.fast._dispatch import triton_usable
 from attnverify.harness import as_tensor, call_pure, device_for, dtype_name
@@ -594,6 +594,71 @@ def _favor_orthogonal_and_rate(rec: Recorder, impl: Implementation, name: str, c
 
 
 # ---------------------------------------------------------------------------
+# Claim 5: d = 1, DeepSets width n (Result B, Newton's identities)
+# ---------------------------------------------------------------------------
+
+DEEPSETS_TOLERANCE = 1e-8
+"""float64 bound (derived): recovering ``n <= 6`` roots separated by 0.3 from their power sums loses a few
+digits to the polynomial's conditioning; observed errors are about 1e-15, mutants miss by O(1e-2..1)."""
+
+
+def deepsets_case(n: int, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``x: (n, 1)`` in ``[-1, 1]`` with gaps >= 0.3 (shuffled), and ``(1, 1)`` weights."""
+    g = torch.Generator().manual_seed(seed)
+    slack = 2.0 - 0.3 * (n - 1)
+    spread = torch.sort(torch.rand(n, generator=g, dtype=F64)).values * slack
+    x = (-1.0 + 0.3 * torch.arange(n, dtype=F64) + spread)[torch.randperm(n, generator=g)].reshape(n, 1)
+    Wq, Wk, Wv = (torch.randn(1, 1, generator=g, dtype=F64) * 2 for _ in range(3))
+    return x, Wq, Wk, Wv
+
+
+def collision_pair() -> tuple[Tensor, Tensor]:
+    """Two multisets of 3 points sharing ``p_1, p_2`` (the roots of ``t³ - t/4`` and ``t³ - t/4 - 0.02``)."""
+    return (
+        torch.linalg.eigvals(torch.tensor([[0.0, 0.25, c], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=F64))
+        .real.sort()
+        .values.reshape(3, 1)
+        for c in (0.0, 0.02)
+    )
+
+
+def check_deepsets(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """Power sums ``p_1..p_n`` at the VN recover the multiset and softmax attention, for ``d = 1``, ``n <= 6``."""
+    rec.symbolic(proofs.newton_identities() + proofs.fewer_power_sums(), "Newton's identities; n - 1 sums collide")
+    seeds = range(8 if ctx.thorough else 3)
+    a, b = collision_pair()
+    W = tuple(torch.full((1, 1), w, dtype=F64) for w in (1.5, 2.0, 1.0))
+    one = torch.zeros(3, dtype=torch.long)
+    truth_a, truth_b = (ref.softmax_attention_layer(m, one, *W) for m in (a, b))
+    shared = max(float(((a**k).sum() - (b**k).sum()).abs()) for k in (1, 2))
+    rec.record("ground truth: the collision pair shares p_1, p_2", shared, 1e-12)
+    gap = float((truth_a - truth_b).abs().max())
+    rec.record("ground truth: the collision pair's attention outputs differ by >= 1e-3 (1e-3 / gap)", 1e-3 / gap, 1.0)
+    for impl in impls:
+        device = device_for(impl, ctx)
+        for dtype in ctx.dtypes_for(impl):
+            name = f"{impl.label} [{dtype_name(dtype)}]"
+            with rec.guard(name), rec.worst(f"{name}: error vs softmax attention, n = 1..6") as err:
+                for n in range(1, 7):
+                    for seed in seeds:
+                        x, Wq, Wk, Wv = deepsets_case(n, ctx.seed + 10 * n + seed)
+                        out, _ = call_pure(impl.fn, *(t.to(dtype).to(device) for t in (x, Wq, Wk, Wv)))
+                        out = as_tensor(out, impl.label, (n, 1)).detach().cpu().to(F64)
+                        truth = ref.softmax_attention_layer(x, torch.zeros(n, dtype=torch.long), Wq, Wk, Wv)
+                        err.add(
+                            scaled_error(out, truth, float((x @ Wv).abs().max())),
+                            DEEPSETS_TOLERANCE,
+                            f"n={n} seed={seed}",
+                        )
+                        rec.cases += 1
+                for label, m, truth in (("t³ - t/4", a, truth_a), ("t³ - t/4 - 0.02", b, truth_b)):
+                    out = as_tensor(invoke(impl.fn, m.to(dtype), *W), impl.label, (3, 1)).detach().cpu().to(F64)
+                    err.add(
+                        scaled_error(out, truth, float((m @ W[2]).abs().max())), DEEPSETS_TOLERANCE, f"roots of {label}"
+                    )
+
+
+# ---------------------------------------------------------------------------
 # Subjects and claims
 # ---------------------------------------------------------------------------
 
@@ -654,6 +719,13 @@ FAVOR = Subject(
     "fn(u: (..., d), omega: (m, d)) -> (..., m), positive random features",
     lambda device: (Implementation("reference φ⁺", ref.favor_plus_features, (F64,), device="cpu"),),
     args=("u", "omega"),
+)
+
+DEEPSETS = Subject(
+    "deepsets_attention_d1",
+    "fn(x: (n, 1), Wq, Wk, Wv: (1, 1)) -> (n, 1), one graph, softmax attention through the VN's power sums",
+    lambda device: (Implementation("reference power sums", ref.deepsets_attention_d1, (F64,), device="cpu"),),
+    args=("x", "Wq", "Wk", "Wv"),
 )
 
 ATTENTION_MUTANTS = (
@@ -734,6 +806,22 @@ CLAIMS = (
         check=check_favor,
         subject=FAVOR,
         mutants=(mut.NO_NORM_FACTOR, mut.FULL_NORM_FACTOR, mut.SCALE_ONE_OVER_M, mut.ONE_ROW_BROADCAST),
+        dtypes=(F64,),
+    ),
+    Claim(
+        id="mpnn_vn.deepsets_width_d1",
+        paper=MPNN_VN,
+        kind="identity",
+        title="For d = 1, a VN holding n power sums computes softmax attention exactly",
+        statement=(
+            r"For $x_1..x_n\in[-1,1]$ ($n\le6$, gaps $\ge0.3$), the VN sum of $(x_j,x_j^2,\dots,x_j^n)$ gives "
+            r"$p_1..p_n$; Newton's identities $ke_k=\sum_{i=1}^k(-1)^{i-1}e_{k-i}p_i$ and the roots of "
+            r"$\sum_k(-1)^ke_kt^{n-k}$ recover the multiset, so every node computes $\mathrm{SA}(X)_i$ "
+            r"(float64, error $\le10^{-8}$); $p_1..p_{n-1}$ alone do not determine it."
+        ),
+        check=check_deepsets,
+        subject=DEEPSETS,
+        mutants=(mut.N_MINUS_1_POWER_SUMS, mut.NEWTON_SIGN_SLIP, mut.POWER_MEANS),
         dtypes=(F64,),
     ),
 )

@@ -196,3 +196,48 @@ NO_NORM_FACTOR = Mutant("no_norm_factor", no_norm_factor.__doc__ or "", no_norm_
 FULL_NORM_FACTOR = Mutant("norm_factor_squared", full_norm_factor.__doc__ or "", full_norm_factor)
 SCALE_ONE_OVER_M = Mutant("scale_one_over_m", scale_one_over_m.__doc__ or "", scale_one_over_m)
 ONE_ROW_BROADCAST = Mutant("one_row_broadcast", one_row_broadcast.__doc__ or "", one_row_broadcast)
+
+# ---------------------------------------------------------------------------
+# DeepSets subject (d = 1): fn(x (n, 1), Wq, Wk, Wv (1, 1)) -> (n, 1)
+# ---------------------------------------------------------------------------
+
+
+def _decode(x: Tensor, Wq: Tensor, Wk: Tensor, Wv: Tensor, e: Tensor) -> Tensor:
+    """Roots of ``Σ (-1)^k e_k t^{n-k}`` (companion matrix), then softmax attention over them."""
+    n = e.shape[0] - 1
+    companion = torch.zeros(n, n, dtype=x.dtype)
+    companion[0, :] = -torch.stack([(-1) ** k * e[k] for k in range(1, n + 1)])
+    if n > 1:
+        companion[1:, :-1] = torch.eye(n - 1, dtype=x.dtype)
+    roots = torch.linalg.eigvals(companion).real.reshape(n, 1)
+    return torch.softmax((x @ Wq) @ (roots @ Wk).T, dim=1) @ (roots @ Wv)
+
+
+def n_minus_1_power_sums(x, Wq, Wk, Wv):  # type: ignore[no-untyped-def]
+    """The VN keeps only ``p_1..p_{n-1}`` (width one short) and the decoder takes ``e_n = 0``."""
+    n = x.shape[0]
+    p = (x.reshape(n, 1) ** torch.arange(1, n + 1, dtype=x.dtype)).sum(0)
+    e = ref.newton_elementary(p[: n - 1])
+    return _decode(x, Wq, Wk, Wv, torch.cat([e, e.new_zeros(1)]))
+
+
+def newton_sign_slip(x, Wq, Wk, Wv):  # type: ignore[no-untyped-def]
+    """Newton's identities without the alternating sign: ``k e_k = Σ_i e_{k-i} p_i``."""
+    n = x.shape[0]
+    p = (x.reshape(n, 1) ** torch.arange(1, n + 1, dtype=x.dtype)).sum(0)
+    e = [p.new_ones(())]
+    for k in range(1, n + 1):
+        e.append(sum(e[k - i] * p[i - 1] for i in range(1, k + 1)) / k)
+    return _decode(x, Wq, Wk, Wv, torch.stack(e))
+
+
+def power_means(x, Wq, Wk, Wv):  # type: ignore[no-untyped-def]
+    """Mean aggregation at the VN: ``p_k / n`` decoded as if they were the power sums."""
+    n = x.shape[0]
+    p = (x.reshape(n, 1) ** torch.arange(1, n + 1, dtype=x.dtype)).mean(0)
+    return _decode(x, Wq, Wk, Wv, ref.newton_elementary(p))
+
+
+N_MINUS_1_POWER_SUMS = Mutant("n_minus_1_power_sums", n_minus_1_power_sums.__doc__ or "", n_minus_1_power_sums)
+NEWTON_SIGN_SLIP = Mutant("newton_sign_slip", newton_sign_slip.__doc__ or "", newton_sign_slip)
+POWER_MEANS = Mutant("power_means_at_vn", power_means.__doc__ or "", power_means)
