@@ -14,8 +14,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Backend = Literal["torch", "triton"]
-BACKENDS: tuple[Backend, ...] = ("torch", "triton")
+Backend = Literal["torch", "triton", "triton_tiled"]
+BACKENDS: tuple[Backend, ...] = ("torch", "triton", "triton_tiled")
+"""``triton_tiled`` forces the Triton scan's sequence-tiled path (``triton`` picks it by occupancy)."""
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -57,10 +58,10 @@ def select_backend(backend: str | None, device: torch.device) -> Backend:
     if backend is None:
         return "triton" if device.type == "cuda" and triton_usable(device) else "torch"
     if backend not in BACKENDS:
-        raise ValueError(f"backend: expected None, 'torch' or 'triton', got {backend!r}")
-    if backend == "triton" and not triton_usable(device):
+        raise ValueError(f"backend: expected None, 'torch', 'triton' or 'triton_tiled', got {backend!r}")
+    if backend != "torch" and not triton_usable(device):
         raise ValueError(
-            f"backend: 'triton' needs triton installed and CUDA tensors (or TRITON_INTERPRET=1); "
+            f"backend: {backend!r} needs triton installed and CUDA tensors (or TRITON_INTERPRET=1); "
             f"got tensors on {device}"
         )
     return backend

@@ -100,16 +100,32 @@ def readout(u: Tensor, w: Tensor) -> Tensor:
 
 
 def _chunk_scan(
-    m: Tensor, w: Tensor, u: Tensor, carry: tuple[Tensor, Tensor, Tensor] | None, normalize: bool
+    m: Tensor,
+    w: Tensor,
+    u: Tensor,
+    carry: tuple[Tensor, Tensor, Tensor] | None,
+    normalize: bool,
+    bad: Tensor | None = None,
 ) -> ScanResult:
     """Inclusive scan inside chunks, each starting from its carried prefix.
 
     ``m, u: (R, K, C)``, ``w: (R, K, C, D)``; ``carry``: ``(R, K)``, ``(R, K)``, ``(R, K, D)``.
     With ``r_k = max(m_carry, max_{i<=k} m_i)`` and ``P_{k,i} = exp(m_i - r_k) [i <= k]``:
     ``u_k = α_k u_carry + (P u)_k``, ``w_k = α_k w_carry + (P w)_k``, ``α_k = exp(m_carry - r_k)``.
+
+    ``bad: (R, K)`` flags chunks whose leaves may hold NaN or ±inf.  A matrix product multiplies
+    them by the zeros above the diagonal (``0 · NaN = NaN``) and would spread them to earlier
+    positions, so in flagged chunks they enter the products as 0 and are added back, position by
+    position, only where ``i <= k`` (:func:`_causal_nonfinite`): outputs before a non-finite leaf are
+    bit for bit those of a finite one.
     """
     R, K, C = m.shape
     D = w.shape[-1]
+    flagged = bad.nonzero(as_tuple=True) if bad is not None and bool(bad.any()) else None
+    if flagged is not None:
+        w_bad, u_bad = w[flagged], u[flagged]  # (F, C, D), (F, C)
+        w = w.index_put(flagged, w_bad.where(w_bad.isfinite(), 0.0))
+        u = u.index_put(flagged, u_bad.where(u_bad.isfinite(), 0.0))
     r = torch.cummax(m, dim=-1).values
     if carry is not None:
         r = torch.maximum(r, carry[0][..., None])
@@ -119,6 +135,8 @@ def _chunk_scan(
     upper = torch.ones(C, C, dtype=torch.bool, device=m.device).triu(1)
     P = diff.masked_fill_(upper, NEG_INF).exp_()
     U = (P @ u[..., None]).squeeze(-1)
+    if flagged is not None:
+        U = U.index_put(flagged, U[flagged] + _causal_nonfinite(P[flagged], u_bad[..., None]).squeeze(-1))
     if carry is not None:
         alpha = _alpha(carry[0][..., None], r)
         U = U + alpha * carry[1][..., None]
@@ -128,10 +146,34 @@ def _chunk_scan(
     Pf = P.view(R * K, C, C)
     wf = w.reshape(R * K, C, D)
     y = torch.bmm(Pf, wf)
+    if flagged is not None:
+        y = y.view(R, K, C, D)
+        y = y.index_put(flagged, y[flagged] + _causal_nonfinite(P[flagged], w_bad)).view(R * K, C, D)
     if carry is not None:
         weight = alpha if scale is None else alpha * scale
         y.baddbmm_(weight.view(R * K, C, 1), carry[2].reshape(R * K, 1, D))  # + α_k w_carry, a rank-1 update
     return ScanResult(y.view(R, K * C, D), r.reshape(R, K * C), U.reshape(R, K * C))
+
+
+def _causal_nonfinite(P: Tensor, x: Tensor) -> Tensor:
+    """``sum_{i<=k} P_{k,i} x_i`` over only the non-finite entries of ``x``: ``P: (F, C, C)``, ``x: (F, C, D)``.
+
+    Elementwise, so IEEE rules hold term by term (``0 · inf = NaN`` at ``i <= k``) and nothing
+    above the diagonal is touched; rows before the first non-finite ``x_i`` get exactly 0.
+    """
+    C = P.shape[-1]
+    lower = torch.ones(C, C, dtype=torch.bool, device=P.device).tril()[..., None]
+    nonfinite = x.where(~x.isfinite(), 0.0)[..., None, :, :]  # (F, 1, C, D): finite entries are 0
+    return torch.where(lower, P[..., None] * nonfinite, 0.0).sum(-2)
+
+
+def _nonfinite_rows(w: Tensor, u: Tensor) -> Tensor:
+    """``(R, K)``: which of the ``K`` groups of leaves ``u: (R, K, ·)``, ``w: (R, K, ·, D)`` hold NaN or ±inf.
+
+    By their sums (a float reduction is far cheaper than ``isfinite().all()``): NaN and ±inf survive
+    a sum; a finite sum that overflows only sends a group to the (exact) careful path needlessly.
+    """
+    return ~torch.isfinite(w.sum((-2, -1)) + u.sum(-1))
 
 
 def totals(m: Tensor, w: Tensor, u: Tensor) -> AarenState:
@@ -154,7 +196,7 @@ def _torch_scan(m: Tensor, w: Tensor, u: Tensor, normalize: bool, initial: State
     D = w.shape[-1]
     if N <= CHUNK:
         carry = None if initial is None else (initial[0][:, None], initial[1][:, None], initial[2][:, None])
-        return _chunk_scan(m[:, None], w[:, None], u[:, None], carry, normalize)
+        return _chunk_scan(m[:, None], w[:, None], u[:, None], carry, normalize, _nonfinite_rows(w, u)[:, None])
     K = -(-N // CHUNK)
     pad = K * CHUNK - N
     if pad:
@@ -165,6 +207,9 @@ def _torch_scan(m: Tensor, w: Tensor, u: Tensor, normalize: bool, initial: State
     uc = u.view(R, K, CHUNK)
     wc = w.view(R, K, CHUNK, D)
     M, tot_u, tot_w = totals(mc, wc, uc)  # T_c, one per chunk
+    # The totals' sums multiply every leaf (0 · x included), so a NaN/±inf leaf makes its chunk's total
+    # non-finite: a look at the (R, K) totals flags the chunks that need the causal treatment.
+    bad = _nonfinite_rows(tot_w[..., None, :], tot_u[..., None])
     # Carries: the exclusive prefix of the totals (the inclusive scan shifted right, ``initial`` first).
     inc = _torch_scan(M, tot_w, tot_u, normalize=False, initial=initial)
     if initial is None:
@@ -172,7 +217,7 @@ def _torch_scan(m: Tensor, w: Tensor, u: Tensor, normalize: bool, initial: State
     carry_m = torch.cat([initial[0][:, None], inc.r[:, :-1]], 1)
     carry_u = torch.cat([initial[1][:, None], inc.u[:, :-1]], 1)
     carry_w = torch.cat([initial[2][:, None], inc.y[:, :-1]], 1)
-    out = _chunk_scan(mc, wc, uc, (carry_m, carry_u, carry_w), normalize)
+    out = _chunk_scan(mc, wc, uc, (carry_m, carry_u, carry_w), normalize, bad)
     return ScanResult(out.y[:, :N], out.r[:, :N], out.u[:, :N])
 
 
@@ -192,10 +237,11 @@ def _scan(
     ``reverse=True`` scans from the end (position ``i`` sums over ``k >= i``).  Accumulates in
     float32 (float64 for float64 input); ``y`` comes back in the dtype of ``w`` when ``normalize``.
     """
-    if backend == "triton":
+    if backend in ("triton", "triton_tiled"):
         from attnverify.fast.triton.aaren import triton_scan
 
-        return ScanResult(*triton_scan(m, w, u, reverse=reverse, normalize=normalize, initial=initial))
+        tiles = 1 if backend == "triton_tiled" else None
+        return ScanResult(*triton_scan(m, w, u, reverse=reverse, normalize=normalize, initial=initial, tiles=tiles))
     out_dtype = w.dtype
     m, w, u = _leaves(m, w, u)
     if reverse:
@@ -207,10 +253,15 @@ def _scan(
 
 
 def _leaves(m: Tensor, w: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Leaves in the accumulation dtype, with ``u_i = [m_i > -inf]`` when ``u`` is None."""
+    """Leaves in the accumulation dtype, with ``u_i = [m_i > -inf]`` when ``u`` is None; ``e`` where ``m_i = -inf``."""
     acc = accumulation_dtype(w.dtype)
     m, w = m.to(acc), w.to(acc)
-    return m, w, (m != NEG_INF).to(acc) if u is None else u.to(acc)
+    live = m != NEG_INF
+    u = live.to(acc) if u is None else u.to(acc)
+    if not bool(live.all()):  # a leaf with m = -inf is e: whatever its u, w hold (NaN, ±inf) never enters a sum
+        w = w.masked_fill(~live[..., None], 0.0)
+        u = u.masked_fill(~live, 0.0)
+    return m, w, u
 
 
 # ---------------------------------------------------------------------------
@@ -225,6 +276,11 @@ class _PrefixSoftmax(torch.autograd.Function):
     ``R_i = sum_{k>=i} e^{m_i - m_k} g_k / u_k``, ``D_i = sum_{k>=i} e^{m_i - m_k} (g_k · o_k) / u_k``,
     ``dL/dv_i = e^{s_i - m_i} R_i``, ``dL/ds_i = e^{s_i - m_i} (v_i · R_i - D_i)``.
     ``R`` and ``D`` are one reverse ``⊕``-scan of leaves ``(-m_k, (g_k·o_k)/u_k, g_k/u_k)``.
+
+    Non-finite values: a masked token's gradients are 0 whatever its value; for a NaN/±inf value
+    at a live token ``t``, the gradients of tokens before ``t`` under a loss on outputs before
+    ``t`` are those of a finite value (``g_k = 0`` takes nothing from a non-finite ``o_k``); the
+    gradients of ``t`` and later tokens are then unspecified (NaN).
 
     ``scan`` runs the scans: :func:`_scan` on one device, or a sequence-parallel scan whose
     prefixes cross ranks (``attnverify.fast.sequence_parallel``); this backward serves both.
@@ -247,11 +303,14 @@ class _PrefixSoftmax(torch.autograd.Function):
         live = u > 0
         inv_u = torch.where(live, u, 1.0).reciprocal().masked_fill(~live, 0.0)
         leaf_m = torch.where(live, -m, NEG_INF)
-        leaf_u = (grad * o).sum(-1) * inv_u
-        back = ctx.scan(leaf_m, grad * inv_u[..., None], leaf_u, reverse=True, normalize=False)
+        go = (grad * o).sum(-1)
+        if not bool(go.isfinite().all()):  # a non-finite output o_k adds nothing where g_k = 0
+            go = torch.where(grad == 0, 0.0, grad * o).sum(-1)
+        back = ctx.scan(leaf_m, grad * inv_u[..., None], go * inv_u, reverse=True, normalize=False)
         f = _alpha(s, m)  # e^{s_i - m_i}, 0 for masked tokens
         dv = f[..., None] * back.y
-        ds = f * ((v * back.y).sum(-1) - back.u)
+        # Masked tokens get exactly 0 whatever their values hold (NaN, ±inf), as their leaves are e.
+        ds = torch.where(f > 0, f * ((v * back.y).sum(-1) - back.u), 0.0)
         return ds.to(ctx.input_dtype), dv.to(ctx.input_dtype), None
 
 
@@ -284,16 +343,22 @@ def prefix_softmax_attention(scores: Tensor, values: Tensor, *, backend: str | N
     Args:
         scores: ``(..., N)``, float16/bfloat16/float32/float64.  ``-inf`` marks a masked token.
             Nothing is scaled: fold ``1/sqrt(d)`` into the scores.  ``+inf``/NaN propagate NaN.
-        values: ``(..., N, Dv)``, same dtype and device as ``scores``.
-        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``.
+        values: ``(..., N, Dv)``, same dtype and device as ``scores``.  A masked token's value is
+            ignored, even NaN or ±inf (padding); a NaN/±inf value at a live token ``t`` makes
+            outputs from ``t`` on non-finite and leaves those before ``t`` bit for bit unchanged.
+        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"``, ``"triton"`` (tiles the
+            sequence across programs when rows × value-column blocks cannot fill the GPU) or
+            ``"triton_tiled"`` (always tiles; for tests and benchmarks).
 
     Returns:
         ``(..., N, Dv)`` in the input dtype.  A prefix whose scores are all ``-inf`` gives 0,
-        with zero gradient.  float16/bfloat16 accumulate in float32.
+        with zero gradient.  float16/bfloat16 accumulate in float32.  Masked tokens get zero
+        gradients, whatever their values hold.
 
     Algorithm: torch path — chunked scan, recursive over chunk totals (chunk ``C`` = 16):
     ``O(N C)`` exponentials, ``O(N C Dv)`` multiply-adds; Triton — one pass over tiles with
-    ``tl.associative_scan`` and a carried prefix.  Backward: one reverse scan.  Verified against
+    ``tl.associative_scan`` and a carried prefix, or three passes when tiled (tile totals, their
+    scan, local scans from the carried prefixes).  Backward: one reverse scan.  Verified against
     ``attnverify.reference.aaren.causal_constant_query_attention`` in float64.
     """
     validate_scan_inputs(scores, values)
@@ -372,8 +437,13 @@ class Aaren(nn.Module):
         return x
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x: (B, N, d_model)`` → ``(B, N, d_model)``; ``mask: (B, N)`` bool, False drops a token."""
+        """``x: (B, N, d_model)`` → ``(B, N, d_model)``; ``mask: (B, N)`` bool, False drops a token.
+
+        A dropped token reaches no output and no gradient, whatever ``x`` holds there (NaN, ±inf).
+        """
         x = self._check_input("x", x, 3, mask)
+        if mask is not None:  # a dropped token's features (padding: NaN, ±inf) reach neither outputs nor gradients
+            x = x.masked_fill(~mask[..., None], 0.0)
         s, v = self._scores_values(x)  # (B, N, H), (B, N, H, d_head)
         if mask is not None:
             s = s.masked_fill(~mask[..., None], NEG_INF)
@@ -406,11 +476,13 @@ class Aaren(nn.Module):
                 f"state: expected m, u of shape {expected} and w of shape {(*expected, self.d_head)}, "
                 f"got {tuple(state[0].shape)} and {tuple(state[2].shape)}"
             )
+        if mask_t is not None:
+            x_t = x_t.masked_fill(~mask_t[:, None], 0.0)
         s, v = self._scores_values(x_t)  # (B, H), (B, H, d_head)
         acc = state[0].dtype
         s, v = s.to(acc), v.to(acc)
         if mask_t is not None:
             s = s.masked_fill(~mask_t[:, None], NEG_INF)
         live = s != NEG_INF
-        new = combine(state, (s, live.to(acc), v * live[..., None]))
+        new = combine(state, (s, live.to(acc), v.where(live[..., None], 0.0)))
         return readout(new.u, new.w).flatten(-2).to(x_t.dtype), new

@@ -236,7 +236,7 @@ def _scan_against_truth(
     meta_ok = pure = True
     with (
         rec.worst(f"{name}: error vs masked quadratic softmax") as err,
-        rec.worst(f"{name}: masked tokens' values are ignored") as ignored,
+        rec.worst(f"{name}: masked tokens' values are ignored (even NaN, ±inf)") as ignored,
     ):
         for idx, case in enumerate(cases):
             s, v = case.on(dtype, device)
@@ -261,7 +261,7 @@ def _scan_against_truth(
             if masked.any():
                 g = torch.Generator().manual_seed(idx)
                 v2 = v.clone()
-                v2[masked] = (1e3 * torch.randn(v2[masked].shape, generator=g, dtype=F64)).to(dtype).to(device)
+                v2[masked] = masked_junk(int(masked.sum()) * v.shape[-1], g).to(dtype).to(device).view(-1, v.shape[-1])
                 out2, _ = call_pure(impl.fn, s, v2)
                 out2 = outside_convention(as_tensor(out2, impl.label, v.shape), empty)
                 ignored.add(scaled_error(out2.cpu(), judged.cpu(), row_scale(v.cpu())), tol, case.label)
@@ -271,10 +271,26 @@ def _scan_against_truth(
     rec.convention(EMPTY_PREFIX_ZERO, name, empty_nonzero)
 
 
+def masked_junk(count: int, g: torch.Generator) -> Tensor:
+    """``count`` float64 values a masked token may hold (padding garbage): NaN, ``±inf`` and ``±1e3``-scale."""
+    junk = 1e3 * torch.randn(count, generator=g, dtype=F64)
+    kind = torch.arange(count) % 4
+    return junk.masked_fill(kind == 0, math.nan).masked_fill(kind == 1, math.inf).masked_fill(kind == 2, -math.inf)
+
+
+NONFINITE_AT = 37
+"""Token ``t`` of the non-finite causality case: inside a chunk of 16 and a tile of 64, so a product over
+a whole chunk or tile (``0 · NaN = NaN`` above the diagonal) would reach earlier positions."""
+
+
 def _scan_causality(
     rec: Recorder, impl: Implementation, dtype: torch.dtype, device: torch.device, name: str, seed: int
 ) -> None:
-    """Later tokens leave ``o_1..o_k`` unchanged; in float64, ``|d o_k / d(s_j, v_j)| < 1e-14`` for ``j > k``."""
+    """Later tokens leave ``o_1..o_k`` unchanged; in float64, ``|d o_k / d(s_j, v_j)| < 1e-14`` for ``j > k``.
+
+    Also for any input: a NaN or ``±inf`` value at token ``t`` (one row, one column each) leaves
+    ``o_1..o_{t-1}`` bit for bit unchanged and finite (an exact scan never reads token ``t`` for them).
+    """
     case = scan_case(65, dv=3, lead=(2,), scores="wide", seed=seed + 7)
     s, v = case.on(dtype, device)
     k = 40
@@ -282,7 +298,8 @@ def _scan_causality(
     s2, v2 = s.clone(), v.clone()
     s2[..., k + 1 :] = (30 * torch.randn(s2[..., k + 1 :].shape, generator=g, dtype=F64)).to(dtype).to(device)
     v2[..., k + 1 :, :] = torch.randn(v2[..., k + 1 :, :].shape, generator=g, dtype=F64).to(dtype).to(device)
-    out = as_tensor(invoke(impl.fn, s, v), impl.label, v.shape)[..., : k + 1, :].cpu()
+    full = as_tensor(invoke(impl.fn, s, v), impl.label, v.shape)
+    out = full[..., : k + 1, :].cpu()
     out2 = as_tensor(invoke(impl.fn, s2, v2), impl.label, v.shape)[..., : k + 1, :].cpu()
     rec.record(
         f"{name}: causal (changing tokens after k leaves o_1..o_k)",
@@ -290,6 +307,16 @@ def _scan_causality(
         identity_tolerance(dtype, 65),
     )
     rec.cases += 1
+    t = NONFINITE_AT
+    differing = 0
+    for bad in (math.nan, math.inf, -math.inf):
+        v3 = v.clone()
+        v3[0, t, 1] = bad
+        v3[1, t + 1, 2] = bad
+        before = as_tensor(invoke(impl.fn, s, v3), impl.label, v.shape)[..., :t, :]
+        differing += bitwise_mismatches(before, full[..., :t, :]) + int((~torch.isfinite(before)).sum())
+        rec.cases += 1
+    rec.record(f"{name}: causal for NaN/±inf values (entries of o_1..o_{{t-1}} changed or non-finite)", differing, 0)
     if dtype != F64:
         return
     s_g, v_g = s.clone().requires_grad_(), v.clone().requires_grad_()
@@ -879,6 +906,8 @@ CLAIMS = (
             mut.IDENTITY_M_ZERO,
             mut.CHUNK_COMMON_MAX,
             mut.LOW_PRECISION_ACCUMULATOR,
+            mut.QUADRATIC_MATMUL,
+            mut.MASKED_WEIGHT_ZERO,
         ),
     ),
     Claim(

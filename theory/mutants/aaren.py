@@ -86,6 +86,29 @@ def low_precision_accumulator(scores: Tensor, values: Tensor) -> Tensor:
     return ref.sequential_scan(scores, values)
 
 
+def quadratic_matmul(scores: Tensor, values: Tensor) -> Tensor:
+    """``softmax(S + mask) V`` as one matrix product, empty rows set to 0: exact for finite values, but
+    ``0 · NaN = NaN`` above the diagonal sends a later (or masked) non-finite value to every row."""
+    n = scores.shape[-1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    S = scores[..., None, :].expand(*scores.shape, n).masked_fill(~causal, NEG_INF)
+    return torch.softmax(S, -1).nan_to_num(0.0) @ values
+
+
+def masked_weight_zero(scores: Tensor, values: Tensor) -> Tensor:
+    """A sequential scan whose masked tokens keep their values under a zero weight (leaf ``(-inf, 0, 0·v)``
+    rather than ``e``): exact for finite padding, NaN from NaN or ``±inf`` padding on."""
+    masked = scores == NEG_INF
+    x = ref.leaf(scores, values)
+    x = ref.ScanState(x.m, x.u, torch.where(masked[..., None], 0.0 * values, x.w))
+    state = ref.identity(scores.shape[:-1], values.shape[-1], dtype=values.dtype)
+    outputs = []
+    for k in range(scores.shape[-1]):
+        state = ref.combine(state, ref.ScanState(x.m[..., k], x.u[..., k], x.w[..., k, :]))
+        outputs.append(ref.readout(state))
+    return torch.stack(outputs, -2)
+
+
 EXCLUSIVE_SCAN = Mutant("exclusive_scan", "exclusive instead of inclusive prefix (o_k misses token k)", exclusive_scan)
 NO_MAX_SHIFT = Mutant("no_max_shift", "no max-shift: cumsum(e^s v)/cumsum(e^s) overflows", no_max_shift)
 MIXED_REFERENCE_MAX = Mutant(
@@ -101,6 +124,16 @@ LOW_PRECISION_ACCUMULATOR = Mutant(
     low_precision_accumulator,
     dtypes=(torch.bfloat16, torch.float16),
 )
+QUADRATIC_MATMUL = Mutant(
+    "quadratic_matmul", "masked quadratic form as a matrix product: 0·NaN reaches earlier rows", quadratic_matmul
+)
+MASKED_WEIGHT_ZERO = Mutant(
+    "masked_weight_zero", "masked tokens weighted by 0 instead of dropped: NaN padding poisons", masked_weight_zero
+)
+
+# ---------------------------------------------------------------------------
+# Cell subject: fn(scores, values) -> CellTrajectory (m, c, a)
+# ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
 # Cell subject: fn(scores, values) -> CellTrajectory (m, c, a)
