@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from attnverify.benchmarks import aaren, dsf, mpnn_vn, rfa, sequence_parallel
+from attnverify.benchmarks import aaren, dsf, lla, mpnn_vn, rfa, sequence_parallel
 from attnverify.benchmarks.runner import Recorder, Suite, write_results
 
 SUITES: dict[str, Suite] = {
@@ -16,6 +16,7 @@ SUITES: dict[str, Suite] = {
     "sequence_parallel": sequence_parallel.SUITE,
     "dsf": dsf.SUITE,
     "mpnn_vn": mpnn_vn.SUITE,
+    "lla": lla.SUITE,
     "rfa": rfa.SUITE,
 }
 """Every suite by name; a :class:`Suite` is called with a :class:`Recorder`."""
