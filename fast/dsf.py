@@ -180,30 +180,33 @@ def _chunked(
 
 
 class _TritonGLA(torch.autograd.Function):
-    """Forward: the Triton kernel (``fast/triton/dsf.py``); backward: autograd of the torch chunked form."""
+    """Forward and backward: the Triton kernels of ``fast/triton/dsf.py``."""
 
     @staticmethod
     def forward(
-        ctx: Any, q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor | None, chunk: int
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, state: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         from attnverify.fast.triton.dsf import triton_gla
 
-        ctx.chunk, ctx.has_g, ctx.has_state = chunk, g is not None, state is not None
-        ctx.save_for_backward(q, k, v, *(t for t in (g, state) if t is not None))
-        per_head = g is not None and g.shape[-1] == 1
-        return triton_gla(q, k, v, g[..., 0] if per_head and g is not None else g, state)
+        gate = g[..., 0] if g is not None and g.shape[-1] == 1 else g  # one gate per head: (B, H, T)
+        out, final = triton_gla(q, k, v, gate, state)
+        ctx.has_g, ctx.has_state = g is not None, state is not None
+        ctx.save_for_backward(q, k, v, final, *(t for t in (gate, state) if t is not None))
+        return out, final
 
     @staticmethod
     def backward(ctx: Any, d_out: Tensor, d_final: Tensor) -> tuple[Tensor | None, ...]:
-        saved = [t.detach().requires_grad_() for t in ctx.saved_tensors]
-        q, k, v = saved[:3]
-        g = saved[3] if ctx.has_g else None
-        state = saved[-1] if ctx.has_state else None
-        with torch.enable_grad():
-            out, final = _chunked(q, k, v, g, ctx.chunk, state)
-            grads = iter(torch.autograd.grad((out, final), saved, (d_out, d_final), allow_unused=True))
-        inputs = (q, k, v, g, state)
-        return (*(next(grads) if t is not None else None for t in inputs), None)
+        from attnverify.fast.triton.dsf import triton_gla_backward
+
+        q, k, v, final, *rest = ctx.saved_tensors
+        gate = rest.pop(0) if ctx.has_g else None
+        state = rest.pop(0) if ctx.has_state else None
+        dq, dk, dv, d_gate, d_state = triton_gla_backward(
+            q, k, v, gate, state, final, d_out.contiguous(), d_final.contiguous()
+        )
+        if d_gate is not None and d_gate.dim() == 3:
+            d_gate = d_gate[..., None]
+        return dq, dk, dv, d_gate, d_state if ctx.has_state else None
 
 
 @overload
@@ -265,7 +268,7 @@ def gated_linear_attention(
             ``normalize``): the state before the first token.
         output_final_state: also return the state after the last token (same layout as ``initial_state``).
         backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (CUDA, or the CPU
-            under ``TRITON_INTERPRET=1``).  The Triton backward recomputes through the torch path.
+            under ``TRITON_INTERPRET=1``); both passes of the Triton path are kernels.
 
     Returns ``o: (B, H, T, Dv)`` in the input dtype (float16/bfloat16 accumulate in float32), or
     ``(o, S_T)`` with ``output_final_state``.
@@ -291,7 +294,7 @@ def gated_linear_attention(
     g = None if log_decay is None else (log_decay[..., None] if log_decay.dim() == 3 else log_decay).to(acc)
     state = None if initial_state is None else initial_state.to(acc)
     if select_backend(backend, q.device) == "triton":
-        out, final = _TritonGLA.apply(q, k, v, g, state, chunk_size)
+        out, final = _TritonGLA.apply(q, k, v, g, state)
     else:
         out, final = _chunked(q, k, v, g, chunk_size, state)
     if normalize:

@@ -1,4 +1,4 @@
-"""Triton kernel for gated linear attention (GLA, arXiv 2312.06635, §4; book/dsf.md, "One kernel for the family").
+"""Triton kernels for gated linear attention (GLA, arXiv 2312.06635, §4) and the selective scan (book/dsf.md).
 
 One program per (batch·head, block of ``BLOCK_DV`` value columns).  The state ``S`` (``Dk × BLOCK_DV``)
 lives in registers, accumulated in float32 (float64 for float64 inputs), and the program walks its
@@ -176,3 +176,117 @@ def triton_selective_scan(
         BLOCK_D=block_d, BLOCK_N=block_n, HAS_INIT=initial_state is not None, IS_F64=dtype == torch.float64,
     )  # fmt: skip
     return y, final
+
+
+@triton.jit
+def _gla_bwd_kernel(  # type: ignore[no-untyped-def]
+    Q_ptr,  # (R, T, DK)
+    K_ptr,  # (R, T, DK)
+    V_ptr,  # (R, T, DV)
+    G_ptr,  # (R, T, DK) per key channel, or (R, T) per head (PER_KEY false)
+    S0_ptr,  # (R, DK, DV) initial state; read only when HAS_INIT
+    DO_ptr,  # (R, T, DV) gradient of the outputs
+    DSF_ptr,  # (R, DK, DV) gradient of the final state
+    DQ_ptr,  # (R, T, DK) out
+    DK_ptr,  # (R, T, DK) out
+    DV_ptr,  # (R, T, DV) out
+    DS0_ptr,  # (R, DK, DV) out: gradient of the initial state
+    T,
+    DK,
+    DV,
+    BLOCK_DK: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    PER_KEY: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    IS_F64: tl.constexpr,
+):
+    """One program per row, the whole ``Dk × Dv`` state in registers.  A forward sweep recomputes ``S_t`` and
+    writes ``dq_t = S_t do_t``; a reverse sweep carries ``dS_t = q_t do_tᵀ + e^{g_{t+1}} dS_{t+1}`` (from the
+    final state's gradient) and writes ``dk_t = dS_t v_t``, ``dv_t = dS_tᵀ k_t``; ``e^{g_0} dS_0`` is the
+    initial state's.  The gates' gradient follows from ``dq`` and ``dk`` (see :func:`triton_gla_backward`)."""
+    row = tl.program_id(0).to(tl.int64)
+    acc = tl.float64 if IS_F64 else tl.float32
+    kc = tl.arange(0, BLOCK_DK)
+    vc = tl.arange(0, BLOCK_DV)
+    k_ok, v_ok = kc < DK, vc < DV
+    state_offs = row * DK * DV + kc[:, None] * DV + vc[None, :]
+    state_ok = k_ok[:, None] & v_ok[None, :]
+    if HAS_INIT:
+        S = tl.load(S0_ptr + state_offs, mask=state_ok, other=0.0).to(acc)
+    else:
+        S = tl.zeros((BLOCK_DK, BLOCK_DV), acc)
+    for t in range(0, T):
+        q = tl.load(Q_ptr + row * T * DK + t * DK + kc, mask=k_ok, other=0.0).to(acc)
+        k = tl.load(K_ptr + row * T * DK + t * DK + kc, mask=k_ok, other=0.0).to(acc)
+        v = tl.load(V_ptr + row * T * DV + t * DV + vc, mask=v_ok, other=0.0).to(acc)
+        do = tl.load(DO_ptr + row * T * DV + t * DV + vc, mask=v_ok, other=0.0).to(acc)
+        if PER_KEY:
+            g = tl.load(G_ptr + row * T * DK + t * DK + kc, mask=k_ok, other=0.0).to(acc)
+        else:
+            g = tl.zeros((BLOCK_DK,), acc) + tl.load(G_ptr + row * T + t).to(acc)
+        S = tl.exp(g)[:, None] * S + k[:, None] * v[None, :]
+        tl.store(DQ_ptr + row * T * DK + t * DK + kc, tl.sum(S * do[None, :], axis=1), mask=k_ok)
+    dS = tl.load(DSF_ptr + state_offs, mask=state_ok, other=0.0).to(acc)
+    decay_next = tl.zeros((BLOCK_DK,), acc) + 1.0  # e^{g_{t+1}}; nothing follows the last token
+    for i in range(0, T):
+        t = T - 1 - i
+        q = tl.load(Q_ptr + row * T * DK + t * DK + kc, mask=k_ok, other=0.0).to(acc)
+        k = tl.load(K_ptr + row * T * DK + t * DK + kc, mask=k_ok, other=0.0).to(acc)
+        v = tl.load(V_ptr + row * T * DV + t * DV + vc, mask=v_ok, other=0.0).to(acc)
+        do = tl.load(DO_ptr + row * T * DV + t * DV + vc, mask=v_ok, other=0.0).to(acc)
+        dS = decay_next[:, None] * dS + q[:, None] * do[None, :]
+        tl.store(DK_ptr + row * T * DK + t * DK + kc, tl.sum(dS * v[None, :], axis=1), mask=k_ok)
+        tl.store(DV_ptr + row * T * DV + t * DV + vc, tl.sum(dS * k[:, None], axis=0), mask=v_ok)
+        if PER_KEY:
+            g = tl.load(G_ptr + row * T * DK + t * DK + kc, mask=k_ok, other=0.0).to(acc)
+        else:
+            g = tl.zeros((BLOCK_DK,), acc) + tl.load(G_ptr + row * T + t).to(acc)
+        decay_next = tl.exp(g)
+    tl.store(DS0_ptr + state_offs, decay_next[:, None] * dS, mask=state_ok)
+
+
+def triton_gla_backward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor | None,
+    initial_state: Tensor | None,
+    final_state: Tensor,
+    d_out: Tensor,
+    d_final: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+    """Gradients ``(dq, dk, dv, d log_decay, d initial_state)`` of :func:`triton_gla` (accumulation dtype).
+
+    With ``Ĝ_t = Σ_{s<=t} g_s`` the output is ``Σ_j (q_t ⊙ e^{Ĝ_t}) · (k_j ⊙ e^{-Ĝ_j}) v_j``, so
+    ``∂L/∂Ĝ_t = q_t ⊙ dq_t - k_t ⊙ dk_t``, plus ``Σ_v dS_T ⊙ S_T`` at the last token for the final state, and
+    ``d g_t = Σ_{s>=t} ∂L/∂Ĝ_s`` (derived; summed over ``Dk`` for one gate per head).
+    """
+    B, H, T, DK = q.shape
+    DV = v.shape[-1]
+    R = B * H
+    dtype = q.dtype
+    qf, kf = (t.reshape(R, T, DK).contiguous() for t in (q, k))
+    vf, dof = (t.reshape(R, T, DV).contiguous() for t in (v, d_out))
+    per_key = log_decay is not None and log_decay.dim() == 4
+    if log_decay is None:
+        g = torch.zeros(R, T, dtype=dtype, device=q.device)
+    else:
+        g = (log_decay.reshape(R, T, DK) if per_key else log_decay.reshape(R, T)).to(dtype).contiguous()
+    dq, dk = torch.empty_like(qf), torch.empty_like(kf)
+    dv = torch.empty_like(vf)
+    ds0 = torch.empty(R, DK, DV, dtype=dtype, device=q.device)
+    s0 = initial_state.reshape(R, DK, DV).contiguous() if initial_state is not None else ds0
+    _gla_bwd_kernel[(R,)](
+        qf, kf, vf, g, s0, dof, d_final.reshape(R, DK, DV).to(dtype).contiguous(), dq, dk, dv, ds0, T, DK, DV,
+        BLOCK_DK=triton.next_power_of_2(max(DK, 1)), BLOCK_DV=triton.next_power_of_2(max(DV, 1)),
+        PER_KEY=per_key, HAS_INIT=initial_state is not None, IS_F64=dtype == torch.float64,
+    )  # fmt: skip
+    dq, dk, dv = dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
+    d_gate = None
+    if log_decay is not None:
+        dG = q * dq - k * dk  # (B, H, T, Dk)
+        dG[:, :, -1] += (d_final * final_state).sum(-1)
+        d_gate = dG.flip(2).cumsum(2).flip(2)
+        if not per_key:
+            d_gate = d_gate.sum(-1)
+    return dq, dk, dv, d_gate, ds0.reshape(B, H, DK, DV)

@@ -1,5 +1,4 @@
-"""The Triton GLA and selective-scan kernels against the step-by-step recurrences (forward; backward through the
-torch path).
+"""The Triton GLA (forward and backward) and selective-scan kernels against the step-by-step recurrences.
 
 Runs under ``TRITON_INTERPRET=1`` on the CPU (small shapes; ``tests/test_triton_tier.py`` starts this file
 in its own process, since the variable must be set before ``import triton``), or compiled on CUDA.
@@ -32,7 +31,7 @@ DEVICE = "cuda" if CUDA else "cpu"
 F64, F32 = torch.float64, torch.float32
 
 
-@settings(max_examples=15)
+@settings(max_examples=10)
 @given(
     t=st.sampled_from([1, 2, 17, 31, 32, 33, 70]),
     kind=st.sampled_from(["none", "head", "key"]),
@@ -68,10 +67,28 @@ def test_strong_gates_stay_finite() -> None:
     assert rel_error(out, ref.gla_recurrent(*(x.double().cpu() for x in (q, k, v, g)))[0]) <= CHUNKED_TOLERANCE[F32]
 
 
-def test_gradcheck_through_the_triton_forward() -> None:
-    q, k, v, g = (x.to(DEVICE) for x in gla_inputs(9, 1, kind="key", scale=1.0, b=1, h=1, dk=2, dv=2))
-    inputs = tuple(x.clone().requires_grad_() for x in (q, k, v, g))
-    assert torch.autograd.gradcheck(lambda *xs: gated_linear_attention(*xs, chunk_size=4, backend="triton"), inputs)
+@pytest.mark.parametrize(("kind", "normalize"), [("head", False), ("key", True)])
+def test_gradcheck_of_the_triton_kernels(kind: str, normalize: bool) -> None:
+    """The Triton backward (``dq, dk, dv``, the gates', the initial state's) against numerical differences."""
+    q, k, v, g = gla_inputs(5, 1, kind=kind, scale=1.0, positive=normalize, b=1, h=1, dk=2, dv=2)
+    state = torch.rand(1, 1, 2, 2 + int(normalize), dtype=F64)
+    inputs = tuple(x.to(DEVICE).requires_grad_() for x in (q, k, v, g, state))
+
+    def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return gated_linear_attention(
+            *xs[:4], normalize=normalize, initial_state=xs[4], output_final_state=True, backend="triton"
+        )
+
+    assert torch.autograd.gradcheck(run, inputs)
+
+
+def test_triton_gradients_match_the_torch_path_in_float32() -> None:
+    q, k, v, g = (x.float().to(DEVICE).requires_grad_() for x in gla_inputs(70, 2, kind="key", scale=1.0))
+    grad = torch.randn(2, 2, 70, 2, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    got = torch.autograd.grad(gated_linear_attention(q, k, v, g, backend="triton"), (q, k, v, g), grad)
+    want = torch.autograd.grad(gated_linear_attention(q, k, v, g, backend="torch"), (q, k, v, g), grad)
+    for a, b in zip(got, want, strict=True):
+        assert rel_error(a, b.detach().double().cpu()) <= CHUNKED_TOLERANCE[F32]
 
 
 @pytest.mark.parametrize("L", [1, 7, 40])
