@@ -155,3 +155,12 @@ def test_bad_input_names_the_argument(change, error, match) -> None:
     kwargs = change({"x": x, "batch": batch, "Wq": Wq, "Wk": Wk, "Wv": Wv})
     with pytest.raises(error, match=match):
         segment_linear_attention(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_accumulates_in_float32(dtype: torch.dtype) -> None:
+    """Half-precision inputs: the output has their dtype, within 2u + the float32 tolerance of float64 truth."""
+    case = graph_case((7, 1, 50, 13), "erdos_renyi", seed=9)
+    out = fast(case, dtype)
+    assert out.dtype == dtype
+    assert scaled_error(out.double(), case.ground_truth(dtype), case.scale(dtype)) <= identity_tolerance(dtype, 50)
