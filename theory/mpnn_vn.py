@@ -564,7 +564,7 @@ def _favor_orthogonal_and_rate(rec: Recorder, impl: Implementation, name: str, c
     ms = (16, 64, 256, 1024)
     seeds = 20
     case = graph_case((16,), "complete", seed=ctx.seed + 400, bounded=True)
-    X = case.x * 0.5
+    X = case.x * 0.3  # |q|, |k| <= 0.6: the error is in its m^{-1/2} regime from m = 16 on
     truth = ref.softmax_attention_layer(X, case.batch, case.Wq, case.Wk, case.Wv)
     errors = []
     for m in ms:
@@ -578,7 +578,7 @@ def _favor_orthogonal_and_rate(rec: Recorder, impl: Implementation, name: str, c
                 return as_tensor(invoke(impl.fn, u, omega), "favor_plus_features", (*u.shape[:-1], omega.shape[0]))
 
             out = ref.linear_attention_layer(X, case.batch, case.Wq, case.Wk, case.Wv, phi)
-            per_seed.append(float((out - truth).abs().max()) if torch.isfinite(out).all() else math.inf)
+            per_seed.append(float((out - truth).abs().mean()) if torch.isfinite(out).all() else math.inf)
         errors.append(per_seed)
     if not all(math.isfinite(e) and e > 0 for row in errors for e in row):
         rec.record(f"{name}: Performer attention error vs m is finite", math.inf, 0.0)
