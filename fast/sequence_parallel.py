@@ -34,6 +34,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from types import FrameType
 from typing import Any, Literal, cast
 
 import torch
@@ -229,7 +230,7 @@ def _add(name: str, sent: int, received: int, objects: bool) -> None:
 
 def _for_objects() -> bool:
     """Whether the running call was made on behalf of a pickled-object collective."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         if frame.f_code in _OBJECT_CODES:
             return True
@@ -288,7 +289,8 @@ def _store_call(name: str, fn: Any) -> Any:
 
 
 def _classes(base: type) -> list[type]:
-    return [base, *(c for sub in base.__subclasses__() for c in _classes(sub))]
+    subclasses: list[type] = base.__subclasses__()
+    return [base, *(c for sub in subclasses for c in _classes(sub))]
 
 
 def _install() -> None:

@@ -177,7 +177,8 @@ def _ship(route: str, x: Tensor, group: Any) -> None:
             if r != ranks[rank]:
                 dist.recv(torch.empty_like(x), src=r, group=group)
         for work in sends:
-            work.wait()
+            if work is not None:  # None on a rank outside the group (not the case here)
+                work.wait()
     else:
         raise ValueError(f"route: unknown {route!r}")
 
