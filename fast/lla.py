@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnverify.fast._dispatch import accumulation_dtype, require_float, require_same, require_tensor
+from attnverify.fast._dispatch import accumulation_dtype, require_float, require_same, require_tensor, triton_usable
 
 NEG_INF = float("-inf")
 BLOCK_SIZE = 64
@@ -51,6 +51,8 @@ class _Plan:
     iters: int
     block: int
     rtol: float
+    triton: bool = False
+    """Products with ``Sigma`` and pass B by the Triton kernel (``fast/triton/lla.py``); query tile = all rows."""
 
 
 # ---------------------------------------------------------------------------
@@ -122,11 +124,16 @@ class _Rows:
 def _sigma_times(rows: _Rows, k: Tensor, p: Tensor, plan: _Plan) -> Tensor:
     """Matrix-free ``Sigma_i p_i`` for every row (one stream over the causal key tiles)."""
     q, omega, mut = rows.q, rows.omega, rows.mut
-    acc = torch.zeros_like(p)
-    for j0 in _key_tiles(rows.i0 + q.shape[1], plan.block):
-        kt = k[:, j0 : j0 + plan.block]
-        w = _weights(q, kt, rows.m, rows.i0, j0, plan.tau)
-        acc += (w * (p @ kt.transpose(-1, -2))) @ kt
+    if plan.triton:  # the rows are the whole sequence (i0 = 0)
+        from attnverify.fast.triton.lla import modulated_sum
+
+        acc = modulated_sum(q, k, k, rows.m, torch.zeros_like(omega), p, plan.tau)
+    else:
+        acc = torch.zeros_like(p)
+        for j0 in _key_tiles(rows.i0 + q.shape[1], plan.block):
+            kt = k[:, j0 : j0 + plan.block]
+            w = _weights(q, kt, rows.m, rows.i0, j0, plan.tau)
+            acc += (w * (p @ kt.transpose(-1, -2))) @ kt
     pq = (p * q).sum(-1, keepdim=True)
     pmut = (p * mut).sum(-1, keepdim=True)
     return acc - pq * mut - pmut * q + omega[..., None] * pq * q + (rows.lam * omega)[..., None] * p
@@ -210,22 +217,28 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, plan: _Plan) -> tuple
     o = torch.empty((r, t, v.shape[-1]), dtype=q.dtype, device=q.device)
     m_all, omega_all = torch.empty((r, t), dtype=q.dtype, device=q.device), torch.empty_like(lam)
     mut_all, rho_all = torch.empty_like(q), torch.empty_like(q)
-    for i0 in range(0, t, plan.block):
-        qt = q[:, i0 : i0 + plan.block]
+    qblock = t if plan.triton else plan.block
+    for i0 in range(0, t, qblock):
+        sl = slice(i0, i0 + qblock)
+        qt = q[:, sl]
         m, omega, mut = _pass_a(qt, k, i0, plan)
-        rows = _Rows(qt, m, omega, mut, lam[:, i0 : i0 + plan.block], i0)
+        rows = _Rows(qt, m, omega, mut, lam[:, sl], i0)
         mu = rows.mu
         rho = _solve(rows, k, mu, plan, "forward")
         delta = omega - (mu * rho).sum(-1)
         rq = (rho * qt).sum(-1, keepdim=True)
-        acc = torch.zeros((r, qt.shape[1], v.shape[-1]), dtype=q.dtype, device=q.device)
-        for j0 in _key_tiles(i0 + qt.shape[1], plan.block):
-            kt, vt = k[:, j0 : j0 + plan.block], v[:, j0 : j0 + plan.block]
-            w = _weights(qt, kt, m, i0, j0, plan.tau)
-            acc += (w * (1 - rho @ kt.transpose(-1, -2) + rq)) @ vt
-        o[:, i0 : i0 + plan.block] = acc / delta[..., None]
-        m_all[:, i0 : i0 + plan.block], omega_all[:, i0 : i0 + plan.block] = m, omega
-        mut_all[:, i0 : i0 + plan.block], rho_all[:, i0 : i0 + plan.block] = mut, rho
+        if plan.triton:
+            from attnverify.fast.triton.lla import modulated_sum
+
+            acc = modulated_sum(qt, k, v, m, 1 + rq[..., 0], -rho, plan.tau)
+        else:
+            acc = torch.zeros((r, qt.shape[1], v.shape[-1]), dtype=q.dtype, device=q.device)
+            for j0 in _key_tiles(i0 + qt.shape[1], plan.block):
+                kt, vt = k[:, j0 : j0 + plan.block], v[:, j0 : j0 + plan.block]
+                w = _weights(qt, kt, m, i0, j0, plan.tau)
+                acc += (w * (1 - rho @ kt.transpose(-1, -2) + rq)) @ vt
+        o[:, sl] = acc / delta[..., None]
+        m_all[:, sl], omega_all[:, sl], mut_all[:, sl], rho_all[:, sl] = m, omega, mut, rho
     return o, m_all, omega_all, mut_all, rho_all
 
 
@@ -334,6 +347,7 @@ def _validate(
     solver: str,
     cg_iters: int | None,
     block_size: int | None,
+    backend: str | None = None,
 ) -> tuple[Tensor, _Plan]:
     """Check every argument (errors name it); returns ``lam`` as ``(B, H, T)`` and the plan."""
     named = (("q", q), ("k", k)) + ((("v", v),) if v is not None else ())
@@ -362,6 +376,10 @@ def _validate(
     ):
         raise ValueError(f"scale: expected None or a finite float, got {scale!r}")
     lam_t = _check_lam(lam, q, solver)
+    if backend not in (None, "torch", "triton"):
+        raise ValueError(f"backend: expected None, 'torch' or 'triton', got {backend!r}")
+    if backend == "triton" and not triton_usable(q.device):
+        raise ValueError(f"backend: 'triton' needs triton and CUDA tensors (or TRITON_INTERPRET=1); got {q.device}")
     d = q.shape[-1]
     plan = _Plan(
         tau=1.0 / math.sqrt(d) if scale is None else float(scale),
@@ -369,6 +387,7 @@ def _validate(
         iters=d if cg_iters is None else cg_iters,
         block=BLOCK_SIZE if block_size is None else block_size,
         rtol=1e-14 if accumulation_dtype(q.dtype) == torch.float64 else 1e-6,
+        triton=backend == "triton" or (backend is None and q.device.type == "cuda" and triton_usable(q.device)),
     )
     return lam_t, plan
 
@@ -383,6 +402,7 @@ def local_linear_attention(
     solver: str = "cg",
     cg_iters: int | None = None,
     block_size: int | None = None,
+    backend: str | None = None,
 ) -> Tensor:
     """Causal local linear attention (arXiv 2510.01450, §3): ``o_i`` is the intercept of the
     ``s_ij``-weighted local linear ridge fit at ``q_i`` (book/lla.md, "Our formulation vs the paper's").
@@ -395,12 +415,14 @@ def local_linear_attention(
         solver: ``"cg"`` (matrix-free conjugate gradients) or ``"direct"`` (batched Cholesky).
         cg_iters: conjugate-gradient iterations, ``D`` by default; rows stop early once converged.
         block_size: query and key tile size (default 64).
+        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (the products with
+            ``Sigma`` and pass B by ``fast/triton/lla.py``; CUDA or ``TRITON_INTERPRET=1``).
 
     Returns ``(B, H, T, Dv)``.  Rows whose solve does not reach a relative residual ``sqrt(rtol)``
     (``rtol`` = 1e-14 in float64, 1e-6 in float32) raise a :class:`ConvergenceWarning` saying how many.
     Differentiable in ``q, k, v`` and a tensor ``lam`` (analytic backward with one adjoint solve).
     """
-    lam_t, plan = _validate(q, k, v, lam, scale, solver, cg_iters, block_size)
+    lam_t, plan = _validate(q, k, v, lam, scale, solver, cg_iters, block_size, backend)
     b, h, t, _ = q.shape
     if t == 0 or b * h == 0:
         return v.new_zeros(v.shape)
@@ -419,17 +441,19 @@ def local_linear_rho(
     solver: str = "cg",
     cg_iters: int | None = None,
     block_size: int | None = None,
+    backend: str | None = None,
 ) -> Tensor:
     """``rho_i = Sigma_i^{-1} mu_i`` ``(B, H, T, D)`` as the forward solves it (no gradient); arguments as
     :func:`local_linear_attention`.  Exposed so the solve itself can be verified."""
-    lam_t, plan = _validate(q, k, None, lam, scale, solver, cg_iters, block_size)
+    lam_t, plan = _validate(q, k, None, lam, scale, solver, cg_iters, block_size, backend)
     b, h, t, d = q.shape
     acc = accumulation_dtype(q.dtype)
     qf, kf = (x.reshape(b * h, t, d).to(acc).detach() for x in (q, k))
     lam_f = lam_t.reshape(b * h, t).to(acc).detach()
     rho = torch.empty_like(qf)
-    for i0 in range(0, t, plan.block):
-        qt = qf[:, i0 : i0 + plan.block]
-        rows = _Rows(qt, *_pass_a(qt, kf, i0, plan), lam_f[:, i0 : i0 + plan.block], i0)
-        rho[:, i0 : i0 + plan.block] = _solve(rows, kf, rows.mu, plan, "forward")
+    qblock = t if plan.triton else plan.block
+    for i0 in range(0, t, qblock):
+        qt = qf[:, i0 : i0 + qblock]
+        rows = _Rows(qt, *_pass_a(qt, kf, i0, plan), lam_f[:, i0 : i0 + qblock], i0)
+        rho[:, i0 : i0 + qblock] = _solve(rows, kf, rows.mu, plan, "forward")
     return rho.reshape(b, h, t, d).to(q.dtype)

@@ -22,6 +22,7 @@ def test_triton_tier_under_the_interpreter() -> None:
     files = [
         "tests/aaren/test_triton.py",
         "tests/dsf/test_triton.py",
+        "tests/lla/test_triton.py",
         "tests/mpnn_vn/test_triton.py",
         "tests/rfa/test_triton.py",
     ]

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from attnverify.evidence import Recorder, invoke
 from attnverify.fast import lla as fast
+from attnverify.fast._dispatch import triton_usable
 from attnverify.harness import as_tensor, call_pure, device_for, dtype_name
 from attnverify.numerics import bitwise_mismatches, row_scale, scaled_error
 from attnverify.proofs_checks import lla as proofs
@@ -712,13 +713,13 @@ def check_misspecification(rec: Recorder, impls: Sequence[Implementation], ctx: 
 # ---------------------------------------------------------------------------
 
 
-def _fast(solver: str, iters_per_d: int | None = None) -> Callable[..., Tensor]:
+def _fast(solver: str, iters_per_d: int | None = None, backend: str | None = None) -> Callable[..., Tensor]:
     def fn(
         q: Tensor, k: Tensor, v: Tensor, lam: float | Tensor, scale: float | None = None, block_size: int | None = None
     ) -> Tensor:
         iters = None if iters_per_d is None else iters_per_d * q.shape[-1]
         return fast.local_linear_attention(
-            q, k, v, lam, scale=scale, solver=solver, cg_iters=iters, block_size=block_size
+            q, k, v, lam, scale=scale, solver=solver, cg_iters=iters, block_size=block_size, backend=backend
         )
 
     return fn
@@ -729,17 +730,20 @@ CG_ITERS_PER_D = 4
 errors of 1e-3 to 1 (claim ``lla.cg_solves_system``), and the identity claims reach down to ``lam = 1e-4``."""
 
 
-def fast_implementations() -> tuple[Implementation, ...]:
-    return (
-        Implementation("fast cg (4D iterations)", _fast("cg", CG_ITERS_PER_D)),
-        Implementation("fast direct", _fast("direct")),
-    )
+def fast_implementations(device: torch.device) -> tuple[Implementation, ...]:
+    ours = [
+        Implementation("fast cg (4D iterations)", _fast("cg", CG_ITERS_PER_D, "torch")),
+        Implementation("fast direct", _fast("direct", None, "torch")),
+    ]
+    if triton_usable(device):
+        ours.append(Implementation("fast triton cg (4D iterations)", _fast("cg", CG_ITERS_PER_D, "triton")))
+    return tuple(ours)
 
 
 def attention_implementations(device: torch.device) -> tuple[Implementation, ...]:
     return (
         Implementation("reference per-query solve", ref.local_linear_attention, device="cpu"),
-        *fast_implementations(),
+        *fast_implementations(device),
     )
 
 
@@ -780,7 +784,7 @@ def _fast_rho(q: Tensor, k: Tensor, lam: float | Tensor, cg_iters: int | None = 
 BLOCKED = Subject(
     "local_linear_attention_blocked",
     "fn(q, k, v, lam, block_size=None) -> (B, H, T, Dv): local_linear_attention with a tile size",
-    lambda device: fast_implementations(),
+    fast_implementations,
     args=("q", "k", "v", "lam"),
     kwargs=("block_size",),
 )
