@@ -465,7 +465,8 @@ class Aaren(nn.Module):
     def step(self, x_t: Tensor, state: AarenState, mask_t: Tensor | None = None) -> tuple[Tensor, AarenState]:
         """One token: ``state' = state ⊕ (s_t, 1, v_t)``, ``y_t = w'/u'``; ``x_t: (B, d_model)``.
 
-        ``mask_t: (B,)`` bool, False leaves the state unchanged for that row (its leaf is ``e``).
+        ``mask_t: (B,)`` bool, False leaves the state unchanged for that row (its leaf is ``e``),
+        whatever ``x_t`` holds there (NaN, ±inf).
         """
         x_t = self._check_input("x_t", x_t, 2, mask_t)
         if not isinstance(state, tuple) or len(state) != 3:

@@ -113,7 +113,7 @@ def test_masked_values_are_ignored_even_when_not_finite(junk, n: int) -> None:
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-@pytest.mark.parametrize(("n", "t"), [(8, 5), (16, 0), (40, 31), (40, 32), (300, 150), (300, 299)])
+@pytest.mark.parametrize(("n", "t"), [(8, 5), (16, 0), (40, 31), (40, 32), (300, 150)])
 @pytest.mark.parametrize("dtype", [F64, F32])
 def test_nonfinite_value_is_causal(bad: float, n: int, t: int, dtype: torch.dtype) -> None:
     """A NaN/±inf value at token t leaves outputs before t bit for bit unchanged (every column, every
