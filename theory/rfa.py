@@ -532,7 +532,7 @@ def check_biased_mean(rec: Recorder, impls: Sequence[Implementation], ctx: Check
     Ns = (4, 64)
     d = 8 if ctx.thorough else 4
     ns = (500, 1000, 2000) if ctx.thorough else (256,)
-    M = 400 if ctx.thorough else 200
+    M, n_test = (400, 2000) if ctx.thorough else (200, 500)
     for impl in impls:
         name = f"{impl.label} [float64]"
         with rec.guard(name):
@@ -543,7 +543,7 @@ def check_biased_mean(rec: Recorder, impls: Sequence[Implementation], ctx: Check
                     for n in ns:
                         biased, zero = [], []
                         for s in range(seeds):
-                            data = proofs.make_data(tgt, n, 1000, N, d, ctx.seed + 53 * s + i)
+                            data = proofs.make_data(tgt, n, n_test, N, d, ctx.seed + 53 * s + i)
                             for mean, out in (("biased", biased), ("zero", zero)):
                                 model = build(impl, d, M, 0.25, mean, "relu", ctx.seed + s)
                                 out.append(proofs.fit_and_test(model, data, M).error)
