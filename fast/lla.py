@@ -197,9 +197,10 @@ def _solve(rows: _Rows, k: Tensor, rhs: Tensor, plan: _Plan, what: str) -> Tenso
     x, rel = (_cg if plan.solver == "cg" else _direct)(rows, k, rhs, plan)
     unconverged = int((~(rel <= math.sqrt(plan.rtol))).sum())
     if unconverged:
+        how = f"cg_iters={plan.iters}; raise cg_iters or lam" if plan.solver == "cg" else "singular or ill-conditioned"
         warnings.warn(
             f"local_linear_attention: {unconverged} row(s) of the {what} solve left a relative residual above "
-            f"{math.sqrt(plan.rtol):.1e} (solver={plan.solver!r}, cg_iters={plan.iters}); raise cg_iters or lam",
+            f"{math.sqrt(plan.rtol):.1e} (solver={plan.solver!r}, {how})",
             ConvergenceWarning,
             stacklevel=4,
         )
