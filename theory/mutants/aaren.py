@@ -135,10 +135,6 @@ MASKED_WEIGHT_ZERO = Mutant(
 # Cell subject: fn(scores, values) -> CellTrajectory (m, c, a)
 # ---------------------------------------------------------------------------
 
-# ---------------------------------------------------------------------------
-# Cell subject: fn(scores, values) -> CellTrajectory (m, c, a)
-# ---------------------------------------------------------------------------
-
 
 def cell_init_m_zero(scores: Tensor, values: Tensor) -> ref.CellTrajectory:
     """The stable cell started from ``m_0 = 0`` (the paper's initial state is unconfirmed: book/aaren.md)."""
