@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,9 @@ from attnverify.reference import aaren as ref
 from attnverify.theory.aaren import masked_junk, scan_case, scan_implementations
 from tests.aaren.scan_checks import carry_errors, carry_tolerance, gradient_scales, mutant_module
 from tests.strategies import scan_cases
+from tests.triton_support import CUDA, DEVICE, TRITON_MARKS
 
-CUDA = torch.cuda.is_available()
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        not (CUDA or os.environ.get("TRITON_INTERPRET") == "1"), reason="needs CUDA or TRITON_INTERPRET=1"
-    ),
-]
-DEVICE = "cuda" if CUDA else "cpu"
+pytestmark = TRITON_MARKS
 F64, F32 = torch.float64, torch.float32
 NEG_INF = float("-inf")
 

@@ -6,8 +6,6 @@ in its own process, since the variable must be set before ``import triton``), or
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -19,15 +17,9 @@ from attnverify.reference import dsf as ref
 from attnverify.theory.dsf import CHUNKED_TOLERANCE, rel_error
 from tests.dsf.test_fast import gla_inputs
 from tests.dsf.test_selective_scan import scan_inputs
+from tests.triton_support import DEVICE, TRITON_MARKS
 
-CUDA = torch.cuda.is_available()
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        not (CUDA or os.environ.get("TRITON_INTERPRET") == "1"), reason="needs CUDA or TRITON_INTERPRET=1"
-    ),
-]
-DEVICE = "cuda" if CUDA else "cpu"
+pytestmark = TRITON_MARKS
 F64, F32 = torch.float64, torch.float32
 
 

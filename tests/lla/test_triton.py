@@ -14,15 +14,9 @@ from attnverify.fast import local_linear_attention
 from attnverify.numerics import row_scale, scaled_error
 from attnverify.reference import lla as ref
 from attnverify.theory.lla import EXACT_F32, EXACT_F64, lla_case
+from tests.triton_support import CUDA, DEVICE, TRITON_MARKS
 
-CUDA = torch.cuda.is_available()
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        not (CUDA or os.environ.get("TRITON_INTERPRET") == "1"), reason="needs CUDA or TRITON_INTERPRET=1"
-    ),
-]
-DEVICE = "cuda" if CUDA else "cpu"
+pytestmark = TRITON_MARKS
 F64, F32 = torch.float64, torch.float32
 
 

@@ -6,8 +6,6 @@ file in its own process, since the variable must be set before ``import triton``
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -18,15 +16,9 @@ from attnverify.numerics import identity_tolerance, scaled_error
 from attnverify.reference import mpnn_vn as ref
 from attnverify.theory.mpnn_vn import _fast, graph_case
 from tests.strategies import graph_batches
+from tests.triton_support import DEVICE, TRITON_MARKS
 
-CUDA = torch.cuda.is_available()
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        not (CUDA or os.environ.get("TRITON_INTERPRET") == "1"), reason="needs CUDA or TRITON_INTERPRET=1"
-    ),
-]
-DEVICE = "cuda" if CUDA else "cpu"
+pytestmark = TRITON_MARKS
 F64, F32 = torch.float64, torch.float32
 
 

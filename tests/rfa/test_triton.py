@@ -6,23 +6,15 @@ process) or compiled on CUDA.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from attnverify.fast import random_feature_attention_features
 from attnverify.numerics import scaled_error
 from attnverify.reference import rfa as ref
+from tests.triton_support import DEVICE, TRITON_MARKS
 
-CUDA = torch.cuda.is_available()
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        not (CUDA or os.environ.get("TRITON_INTERPRET") == "1"), reason="needs CUDA or TRITON_INTERPRET=1"
-    ),
-]
-DEVICE = "cuda" if CUDA else "cpu"
+pytestmark = TRITON_MARKS
 F64, F32 = torch.float64, torch.float32
 
 
