@@ -7,6 +7,7 @@ Every mutant has its subject's signature and is a bug from the pitfalls of book/
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -76,7 +77,7 @@ SCORES_UNAUGMENTED = Mutant("scores_unaugmented", "augmentation [x; 1] missing f
 # ---------------------------------------------------------------------------
 
 
-class _Redrawn(ref.RandomFeatureAttention):
+class _Redrawn(ref.RandomFeatureAttention, abc.ABC):
     """Draws ``W`` in the constructor and overrides it afterwards in ways the pitfalls name."""
 
     def __init__(self, d: int, M: int, s2: float, mean: str, activation: str, seed: int) -> None:
@@ -84,8 +85,9 @@ class _Redrawn(ref.RandomFeatureAttention):
         G = (self.W - ref.mean_matrix(d, mean)) / math.sqrt(s2)  # the standard Gaussian part
         self.W = self.weights(G, ref.mean_matrix(d, mean), s2)
 
+    @abc.abstractmethod
     def weights(self, G: Tensor, W0: Tensor, s2: float) -> Tensor:
-        raise NotImplementedError
+        """The wrong ``W`` built from the standard Gaussian part ``G`` and the mean ``W0``."""
 
 
 class WeightStdS2(_Redrawn):
