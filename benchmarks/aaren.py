@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnverify.benchmarks import runner
-from attnverify.benchmarks.runner import Recorder, Suite
+from attnverify.benchmarks.runner import Recorder, Suite, timing_axes
 from attnverify.fast import Aaren, AarenState, prefix_softmax_attention
 from attnverify.numerics import identity_tolerance
 from attnverify.reference.aaren import causal_constant_query_attention, sequential_scan
@@ -387,19 +387,14 @@ def plot(results: dict[str, Any]) -> Figure:
         label = LABELS.get(method, method) + (", forward+backward" if backward else "")
         style = "--" if backward else ":" if method in (CUMSUM, CLONE) else "-"
         ax.plot(n, seconds, marker="o", markersize=3, linestyle=style, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("sequence length N")
-    ax.set_ylabel("seconds per call (median)")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    env = results["environment"]
-    quick = " (quick run)" if results["quick"] else ""
-    ax.set_title(
-        f"Aaren prefix attention, B·H={SWEEP_BH}, Dv={DV}, float32{quick}\n"
-        f"{env['processor']}, {env['torch_threads']} threads, torch {env['torch']}, {results['date']}",
-        fontsize="medium",
+    timing_axes(
+        ax,
+        results,
+        f"Aaren prefix attention, B·H={SWEEP_BH}, Dv={DV}, float32",
+        "sequence length N",
+        "seconds per call (median)",
     )
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnverify.benchmarks.runner import Recorder, Suite
+from attnverify.benchmarks.runner import Recorder, Suite, timing_axes
 from attnverify.fast import gated_linear_attention, selective_scan
 from attnverify.numerics import identity_tolerance
 from attnverify.reference import dsf as ref
@@ -239,19 +239,14 @@ def plot(results: dict[str, Any]) -> Figure:
     for method, points in lines.items():
         n, seconds = zip(*sorted(points), strict=True)
         ax.plot(n, seconds, marker="o", markersize=4, label=method)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("sequence length T")
-    ax.set_ylabel("seconds per forward (median)")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small")
-    env = results["environment"]
-    quick = " (quick run)" if results["quick"] else ""
-    ax.set_title(
-        f"Gated linear attention, B=1, H={H}, Dk=Dv={DK}, float32{quick}\n"
-        f"{env['processor']}, {env['torch_threads']} threads, torch {env['torch']}, {results['date']}",
-        fontsize="medium",
+    timing_axes(
+        ax,
+        results,
+        f"Gated linear attention, B=1, H={H}, Dk=Dv={DK}, float32",
+        "sequence length T",
+        "seconds per forward (median)",
     )
+    ax.legend(fontsize="small")
     return fig
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnverify.benchmarks.runner import Recorder, Suite
+from attnverify.benchmarks.runner import Recorder, Suite, timing_axes
 from attnverify.fast import segment_linear_attention
 from attnverify.numerics import identity_tolerance
 from attnverify.reference.mpnn_vn import linear_attention_layer
@@ -252,19 +252,14 @@ def plot(results: dict[str, Any]) -> Figure:
         ax.plot(
             n, seconds, marker="o", markersize=3, linestyle=":" if method == PROJECTIONS else "-", label=LABELS[method]
         )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("nodes n (one graph)")
-    ax.set_ylabel("seconds per call (median)")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small")
-    env = results["environment"]
-    quick = " (quick run)" if results["quick"] else ""
-    ax.set_title(
-        f"Linear attention over one graph, d = 64, float32{quick}\n"
-        f"{env['processor']}, {env['torch_threads']} threads, torch {env['torch']}, {results['date']}",
-        fontsize="medium",
+    timing_axes(
+        ax,
+        results,
+        "Linear attention over one graph, d = 64, float32",
+        "nodes n (one graph)",
+        "seconds per call (median)",
     )
+    ax.legend(fontsize="small")
     return fig
 
 

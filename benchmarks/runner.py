@@ -35,6 +35,7 @@ from torch.utils.benchmark import Timer
 from attnverify.numerics import scaled_error
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 ROW_FIELDS = ("method", "pass", "device", "dtype", "batch_heads", "n", "dv", "seconds")
@@ -256,6 +257,22 @@ class Recorder:
         if clash := results.keys() & self.extra.keys():
             raise ValueError(f"extra: {sorted(clash)} are standard keys of the results")
         return {**results, **self.extra}
+
+
+def timing_axes(ax: Axes, results: dict[str, Any], title: str, xlabel: str, ylabel: str) -> None:
+    """The frame every timing sweep shares: log-log axes, a grid, the legend, and a title whose second line
+    names the machine, threads, torch version and date of the run (quick runs say so)."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    env = results["environment"]
+    quick = " (quick run)" if results["quick"] else ""
+    ax.set_title(
+        f"{title}{quick}\n{env['processor']}, {env['torch_threads']} threads, torch {env['torch']}, {results['date']}",
+        fontsize="medium",
+    )
 
 
 def write_results(results: dict[str, Any], out_dir: Path, plot: Callable[[dict[str, Any]], Figure] | None) -> Path:
