@@ -39,7 +39,8 @@ def validate_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"v: expected shape {(*q.shape[:3], 'Dv')}, got {tuple(v.shape)}")
 
 
-def _validate_decay(q: Tensor, log_decay: Tensor) -> None:
+def validate_decay(q: Tensor, log_decay: Tensor) -> None:
+    """``log_decay``: ``(B, H, T)`` or ``(B, H, T, Dk)`` like ``q``, natural-log gates ``<= 0``; raise naming it."""
     require_tensor("log_decay", log_decay)
     require_same(("q", "log_decay"), q, log_decay)
     if tuple(log_decay.shape) not in (tuple(q.shape[:3]), tuple(q.shape)):
@@ -267,6 +268,8 @@ def gated_linear_attention(
         initial_state: ``(B, H, Dk, Dv)`` (``(B, H, Dk, Dv + 1)`` with ``z_0`` as the last column when
             ``normalize``): the state before the first token.
         output_final_state: also return the state after the last token (same layout as ``initial_state``).
+            ``T = 0`` is allowed: the output is ``(B, H, 0, Dv)`` and the final state is ``initial_state``
+            (zeros without one).
         backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (CUDA, or the CPU
             under ``TRITON_INTERPRET=1``); both passes of the Triton path are kernels.
 
@@ -274,10 +277,8 @@ def gated_linear_attention(
     ``(o, S_T)`` with ``output_final_state``.
     """
     validate_qkv(q, k, v)
-    if q.shape[2] == 0:
-        raise ValueError("q: expected at least one token (T >= 1), got T = 0")
     if log_decay is not None:
-        _validate_decay(q, log_decay)
+        validate_decay(q, log_decay)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
     dv = v.shape[-1]
@@ -293,7 +294,10 @@ def gated_linear_attention(
         v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
     g = None if log_decay is None else (log_decay[..., None] if log_decay.dim() == 3 else log_decay).to(acc)
     state = None if initial_state is None else initial_state.to(acc)
-    if select_backend(backend, q.device) == "triton":
+    if q.shape[2] == 0:  # no tokens: the chunk formula P V + Q S_0 on an empty chunk; the state passes through
+        out = (q @ k.transpose(-1, -2)) @ v + (0.0 if state is None else q @ state)
+        final = q.new_zeros(expected) if state is None else state.clone()
+    elif select_backend(backend, q.device) == "triton":
         out, final = _TritonGLA.apply(q, k, v, g, state)
     else:
         out, final = _chunked(q, k, v, g, chunk_size, state)
@@ -309,8 +313,6 @@ def _validate_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     if u.dim() != 3:
         raise ValueError(f"u: expected shape (B, D, L), got {tuple(u.shape)}")
     bt, d, L = u.shape
-    if L == 0:
-        raise ValueError("u: expected at least one token (L >= 1), got L = 0")
     named = [("delta", delta), ("A", A), ("B", B), ("C", C)] + ([("D", D)] if D is not None else [])
     for name, t in named:
         require_tensor(name, t)
@@ -442,7 +444,7 @@ def selective_scan(
         u, delta: ``(Bt, D, L)``; A: ``(D, N)``, entries ``<= 0``; B, C: ``(Bt, N, L)``; D: ``(D,)`` or ``None``.
         chunk_size: tokens per chunk (``>= 1``); ``None`` picks ``⌈√L⌉``.
         initial_state: ``(Bt, D, N)``, the state before the first token.
-        output_final_state: also return the state after the last token.
+        output_final_state: also return the state after the last token (``L = 0``: ``initial_state``, or zeros).
         backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (one token at a time,
             the state in registers; its backward recomputes through the torch path).
 
@@ -462,7 +464,9 @@ def selective_scan(
     dtype, acc = u.dtype, accumulation_dtype(u.dtype)
     args = [t.to(acc) for t in (u, delta, A, B, C)]
     state = None if initial_state is None else initial_state.to(acc)
-    if select_backend(backend, u.device) == "triton":
+    if L == 0:  # no tokens: an empty output (the Euler input Δ u of no steps); the state passes through
+        y, carried = args[1] * args[0], (args[0].new_zeros(bt, d, N) if state is None else state.clone())
+    elif select_backend(backend, u.device) == "triton":
         y, carried = _TritonScan.apply(*args, state, chunk)
     else:
         y, carried = _scan_chunked(*args, state, chunk)

@@ -8,7 +8,8 @@ What crosses the wire is a constant-size summary per chunk, independent of its l
   ``T_p = ⊕_{i in p} (s_i, 1, v_i)``, ``Dv + 2`` numbers per row.  Position ``j`` of chunk ``p``
   is ``(T_1 ⊕ … ⊕ T_{p-1}) ⊕ LocalScan_p(j)`` by associativity alone.
 * Linear attention (LASP-2, arXiv 2502.07563): ``M_p = K_p^T V_p`` (and the key sum ``z_p``);
-  ``O_p = [(Q_p K_p^T) ⊙ Ψ] V_p + Q_p Σ_{q<p} M_q``.
+  ``O_p = [(Q_p K_p^T) ⊙ Ψ] V_p + Q_p Σ_{q<p} M_q``.  With decays (GLA, arXiv 2312.06635): the chunk's state
+  ``S_p`` and total log-decay ``g_p``; the carried state is the affine prefix ``Σ_{q<p} e^{Σ_{q<r<p} g_r} ⊙ S_q``.
 
 Two exchange strategies for Aaren: ``"allgather"`` gathers every total once and forms the
 exclusive prefix locally (LASP-2 style: one collective, volume grows with the number of ranks);
@@ -56,7 +57,7 @@ from attnverify.fast.aaren import (
     totals,
     validate_scan_inputs,
 )
-from attnverify.fast.linear_attention import causal_linear_attention, validate_qkv
+from attnverify.fast.dsf import gated_linear_attention, validate_decay, validate_qkv
 
 Strategy = Literal["allgather", "chain"]
 STRATEGIES: tuple[Strategy, ...] = ("allgather", "chain")
@@ -545,37 +546,109 @@ class _ExclusivePrefixSum(torch.autograd.Function):
         return sum(parts[g.rank + 1 :], torch.zeros_like(grad)), None
 
 
-def linear_attention(q: Tensor, k: Tensor, v: Tensor, group: Any = None, *, normalize: bool = False) -> Tensor:
-    """Sequence-parallel causal linear attention, LASP-2 style (arXiv 2502.07563).
+def affine_prefixes(totals: list[Tensor], states: list[Tensor]) -> list[Tensor]:
+    """The state entering each rank: ``P_0 = 0``, ``P_{r+1} = e^{g_r} ⊙ P_r + S_r`` (decay applied along ``Dk``).
 
-    ``o_t = Σ_{s<=t} (q_t · k_s) v_s`` (identity feature map), divided by ``Σ_{s<=t} q_t · k_s`` when
-    ``normalize``.  Each rank holds a contiguous chunk ``q, k: (B, H, T_local, D)``,
-    ``v: (B, H, T_local, Dv)``; its states ``K^T V`` (``D × Dv``) and key sum (``D``) are gathered once
-    and summed over the earlier ranks (an exclusive prefix).  Differentiable; the backward gathers
-    the states' gradients once more.
+    ``totals[r]: (B, H, Dk)`` is rank ``r``'s total log-decay, ``states[r]: (B, H, Dk, Dv)`` its chunk's state
+    from zero; so ``P_p = Σ_{q<p} e^{Σ_{q<r<p} g_r} ⊙ S_q``, an exclusive prefix of the affine maps
+    ``(g, S): P ↦ e^g ⊙ P + S``, which compose as ``(g_1, S_1) ∘ (g_2, S_2) = (g_1 + g_2, e^{g_2} ⊙ S_1 + S_2)``.
+    """
+    prefixes = [torch.zeros_like(states[0])]
+    for g, state in zip(totals[:-1], states[:-1], strict=True):
+        prefixes.append(torch.exp(g)[..., None] * prefixes[-1] + state)
+    return prefixes
+
+
+def affine_adjoints(totals: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+    """``A_p = ∂L/∂P_p`` through every later rank: ``A_{P-1} = d_{P-1}``, ``A_p = d_p + e^{g_p} ⊙ A_{p+1}``."""
+    adjoints = [grads[-1]]
+    for g, d in zip(reversed(totals[:-1]), reversed(grads[:-1]), strict=True):
+        adjoints.append(d + torch.exp(g)[..., None] * adjoints[-1])
+    return adjoints[::-1]
+
+
+class _DecayedExclusivePrefix(torch.autograd.Function):
+    """``P_p`` of :func:`affine_prefixes` from one all-gather of ``(S_p | g_p)`` (``Dk × (Dv + 1)`` per rank);
+    backward: one all-gather of ``∂L/∂P_p``, then ``∂L/∂S_p = A_{p+1}`` and ``∂L/∂g_p = Σ_v A_{p+1} ⊙ e^{g_p} ⊙ P_p``
+    (zero for the last rank)."""
+
+    @staticmethod
+    def forward(ctx: Any, total: Tensor, state: Tensor, g: _Group) -> Tensor:  # type: ignore[override]
+        parts = _all_gather(g, torch.cat([state, total[..., None]], -1))
+        totals, states = [p[..., -1] for p in parts], [p[..., :-1] for p in parts]
+        prefixes = affine_prefixes(totals, states)
+        ctx.g, ctx.totals, ctx.prefix = g, totals, prefixes[g.rank]
+        return prefixes[g.rank]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+        g: _Group = ctx.g
+        adjoints = affine_adjoints(ctx.totals, _all_gather(g, grad))
+        if g.rank == g.size - 1:
+            return torch.zeros_like(ctx.totals[g.rank]), torch.zeros_like(grad), None
+        after = adjoints[g.rank + 1]
+        d_total = (after * torch.exp(ctx.totals[g.rank])[..., None] * ctx.prefix).sum(-1)
+        return d_total, after, None
+
+
+def linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    group: Any = None,
+    *,
+    log_decay: Tensor | None = None,
+    normalize: bool = False,
+) -> Tensor:
+    """Sequence-parallel causal linear attention, LASP-2 style (arXiv 2502.07563), optionally gated (GLA).
+
+    ``o_t = S_tᵀ q_t`` with ``S_t = diag(e^{g_t}) S_{t-1} + k_t v_tᵀ`` (no decay when ``log_decay`` is
+    ``None``: ``o_t = Σ_{s<=t} (q_t · k_s) v_s``), divided by ``q_t · z_t`` (``z_t = e^{g_t} z_{t-1} + k_t``) when
+    ``normalize``; the conventions of :func:`attnverify.fast.gated_linear_attention`.  Each rank holds a
+    contiguous chunk ``q, k: (B, H, T_local, D)``, ``v: (B, H, T_local, Dv)``, ``log_decay: (B, H, T_local)``
+    (per head) or ``(B, H, T_local, D)`` (per key channel), natural log, ``<= 0``; ``T_local`` may be 0.
+    Without decay its state ``K^T V`` (``D × Dv``, and the key sum) is gathered once and summed over the
+    earlier ranks; with decay the state and the chunk's total log-decay (one more column) are gathered once
+    and folded as an affine prefix (:func:`affine_prefixes`).  Bytes per rank do not depend on ``T_local``.
+    Differentiable (``log_decay`` included); the backward gathers the states' gradients once more.
     """
     g = _resolve_group(group)
 
-    error = _local_error(lambda: validate_qkv(q, k, v))
+    def validate() -> None:
+        validate_qkv(q, k, v)
+        if log_decay is not None:
+            validate_decay(q, log_decay)
+
+    error = _local_error(validate)
     ok = error is None
+    decay = "none" if log_decay is None else "per head" if log_decay.dim() == 3 else "per key channel"
     description = {
         "B, H, D": (q.shape[0], q.shape[1], q.shape[3]) if ok else None,
         "Dv": v.shape[-1] if ok else None,
         "dtype": str(q.dtype) if ok else None,
         "device type": q.device.type if ok else None,
         "normalize": normalize,
+        "log_decay": decay if ok else None,
         "length": q.shape[2] if ok else None,
     }
     _handshake(g, description, error)
     acc = accumulation_dtype(q.dtype)
     qa, ka, va = q.to(acc), k.to(acc), v.to(acc)
+    dv = v.shape[-1]
     if normalize:  # the key sum rides along as an extra value column
         va = torch.cat([va, torch.ones_like(va[..., :1])], -1)
-    state = ka.transpose(-1, -2) @ va  # (B, H, D, Dv [+ 1]): K_p^T V_p
-    prefix = _ExclusivePrefixSum.apply(state, g)
-    if q.shape[2] == 0:  # an empty chunk: no output rows, but the prefix stays in the graph for the backward
-        return (qa @ prefix[..., : v.shape[-1]]).to(q.dtype)
-    out = causal_linear_attention(qa, ka, va[..., : v.shape[-1]], normalize=normalize, initial_state=prefix)
+    if log_decay is None:
+        prefix = _ExclusivePrefixSum.apply(ka.transpose(-1, -2) @ va, g)  # (B, H, D, Dv [+ 1]): Σ_{q<p} K_q^T V_q
+        out = gated_linear_attention(qa, ka, va, initial_state=prefix)
+    else:
+        gates = log_decay.to(acc)
+        G = (gates[..., None] if gates.dim() == 3 else gates).cumsum(2)  # (B, H, T_local, 1 or D): Ĝ, inclusive
+        local, state = gated_linear_attention(qa, ka, va, gates, output_final_state=True)  # from a zero state
+        total = G.sum(2) if q.shape[2] == 0 else G[:, :, -1]  # (B, H, 1 or D): the chunk's Σ g (0 when empty)
+        prefix = _DecayedExclusivePrefix.apply(total.expand(*q.shape[:2], q.shape[3]), state, g)
+        out = local + (qa * torch.exp(G)) @ prefix  # the carried state, decayed up to each token (linearity in S_0)
+    if normalize:
+        out = out[..., :dv] / out[..., dv:]
     return out.to(q.dtype)
 
 

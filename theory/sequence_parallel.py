@@ -1,4 +1,4 @@
-"""Sequence-parallel claims: Aaren's scan and causal linear attention split across processes.
+"""Sequence-parallel claims: Aaren's scan and causal linear attention (gated or not) split across processes.
 
 The checks start one job of real gloo processes with :func:`attnverify.fast.sequence_parallel.run_gloo`
 and run process groups of 4, 3 and 2 ranks in it (the smaller on strict subgroups; uneven chunks, an
@@ -27,9 +27,11 @@ from attnverify.harness import dtype_name, pair_name
 from attnverify.numerics import identity_tolerance, row_scale, scaled_error
 from attnverify.proofs_checks import sequence_parallel as proofs
 from attnverify.reference import aaren as ref
+from attnverify.reference import dsf as ref_dsf
 from attnverify.reference import linear_attention as ref_la
 from attnverify.registry import CheckContext, Claim, Implementation, Paper, Subject
 from attnverify.theory.aaren import AAREN, scan_case
+from attnverify.theory.dsf import GLA_PAPER
 from attnverify.theory.mutants import sequence_parallel as mut
 
 LASP2 = Paper(
@@ -67,6 +69,8 @@ class Case:
     """Keyword arguments of the subject for this case (e.g. ``normalize``)."""
     family: str = ""
     """Cases of one family differ only in chunk lengths (×1, ×TRAFFIC_SCALE): their traffic must match."""
+    value: int = -1
+    """The input whose shape the output has (the values)."""
 
     def chunk(self, rank: int) -> slice:
         start = sum(self.lengths[:rank])
@@ -132,8 +136,9 @@ def _run_cases(
         try:
             with sp.track_traffic() as forward:
                 out = fn(*local, group, **case.kwargs)
-            if not isinstance(out, Tensor) or out.shape != local[-1].shape:
-                raise TypeError(f"returned {getattr(out, 'shape', type(out).__name__)}, expected {local[-1].shape}")
+            want = local[case.value].shape
+            if not isinstance(out, Tensor) or out.shape != want:
+                raise TypeError(f"returned {getattr(out, 'shape', type(out).__name__)}, expected {want}")
             record.update(out=out.detach(), forward=(forward.sent, forward.received), objects=forward.objects)
             if out.requires_grad:
                 with sp.track_traffic() as backward:
@@ -332,17 +337,22 @@ def check_aaren_sequence_parallel(rec: Recorder, impls: Sequence[Implementation]
 # ---------------------------------------------------------------------------
 
 
+def _qkv(shape: tuple[int, ...], g: torch.Generator, normalize: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``q, k: (*shape, 4)``, ``v: (*shape, 3)``; positive features when normalizing (denominators away from 0)."""
+    if normalize:
+        q, k = (torch.rand(*shape, 4, generator=g, dtype=F64) + 0.1 for _ in range(2))
+    else:
+        q, k = (torch.randn(*shape, 4, generator=g, dtype=F64) for _ in range(2))
+    return q, k, torch.randn(*shape, 3, generator=g, dtype=F64)
+
+
 def _linear_cases(lengths: tuple[int, ...], seed: int) -> list[Case]:
     cases = []
     for normalize, scale in itertools.product((False, True), (1, TRAFFIC_SCALE)):
         chunks = tuple(scale * n for n in lengths)
         g = torch.Generator().manual_seed(seed + scale)
         shape = (2, 2, sum(chunks))
-        if normalize:  # positive features keep the denominators away from 0
-            q, k = (torch.rand(*shape, 4, generator=g, dtype=F64) + 0.1 for _ in range(2))
-        else:
-            q, k = (torch.randn(*shape, 4, generator=g, dtype=F64) for _ in range(2))
-        v = torch.randn(*shape, 3, generator=g, dtype=F64)
+        q, k, v = _qkv(shape, g, normalize)
         grad = torch.randn(*shape, 3, generator=g, dtype=F64)
         family = f"normalize={normalize}"
         cases.append(
@@ -380,6 +390,73 @@ def check_linear_sequence_parallel(rec: Recorder, impls: Sequence[Implementation
 
 
 # ---------------------------------------------------------------------------
+# Claim 8: gated linear attention across ranks (an affine prefix of decayed states)
+# ---------------------------------------------------------------------------
+
+GLA_FAMILIES = (("per head", False), ("per key channel", False), ("per key channel", True))
+"""(decay layout, normalize) per family.  Gates ``e^g`` with ``g`` uniform in ``[-0.1, 0]``: a chunk of 45
+tokens keeps about ``e^{-2.3}`` of the state it carries, so a carried state decayed wrongly (or not at all)
+changes the output far beyond rounding, while the strongest case (×4 chunks) still carries ``e^{-9}``."""
+
+
+def _gla_cases(lengths: tuple[int, ...], seed: int) -> list[Case]:
+    cases = []
+    for (layout, normalize), scale in itertools.product(GLA_FAMILIES, (1, TRAFFIC_SCALE)):
+        chunks = tuple(scale * n for n in lengths)
+        g = torch.Generator().manual_seed(seed + scale)
+        shape = (2, 2, sum(chunks))
+        q, k, v = _qkv(shape, g, normalize)
+        decay = -0.1 * torch.rand(*shape, *((4,) if layout == "per key channel" else ()), generator=g, dtype=F64)
+        grad = torch.randn(*shape, 3, generator=g, dtype=F64)
+        family = f"{layout}, normalize={normalize}"
+        label = f"chunks {chunks} ×{scale}, {family}"
+        cases.append(Case(label, chunks, (q, k, v, decay), grad, {"normalize": normalize}, family, value=2))
+    return cases
+
+
+def _gla_truth(case: Case) -> Truth:
+    """The step-by-step recurrence in float64.  Scales per ``(B, H)`` row bound every sum term by term: the
+    same map on ``|q|, |k|, |v|`` (and its gradients, the decays' included: each weight ``e^{G_t - G_j}`` grows
+    with every gate it spans).  Normalized, ``o_t`` is a convex combination of the ``v_j``, so ``|∂o_t/∂g_s|
+    <= 2 max|v|`` and the decays' scale is ``2 max|v| Σ_t |∂L/∂o_t|``."""
+    normalize = case.kwargs["normalize"]
+    q, k, v, decay = (x.clone().requires_grad_() for x in case.inputs)
+    out = ref_dsf.gla_recurrent(q, k, v, decay, normalize=normalize)[0]
+    grads = torch.autograd.grad((out * case.grad).sum(), (q, k, v, decay))
+    qa, ka, va = (x.abs().requires_grad_() for x in case.inputs[:3])
+    da = case.inputs[3].clone().requires_grad_()
+    bound = ref_dsf.gla_recurrent(qa, ka, va, da, normalize=normalize)[0]
+    bounds = list(torch.autograd.grad((bound * case.grad.abs()).sum(), (qa, ka, va, da)))
+    if normalize:
+        per_row = 2 * case.inputs[2].abs().amax((-2, -1)) * case.grad.abs().sum((-2, -1))
+        bounds[3] = per_row.reshape(*per_row.shape, *(1,) * (bounds[3].dim() - 2)).expand_as(bounds[3])
+    scales = [b.amax(dim=tuple(range(2, b.dim())), keepdim=True) for b in bounds]
+    return Truth(out.detach(), bound.detach().amax(dim=(-2, -1), keepdim=True), list(grads), scales)
+
+
+def _gla_summary_bytes(case: Case, dtype: torch.dtype) -> int:
+    """The chunk's state ``Dk × (Dv [+ 1])`` and its total log-decay (one more column), per ``(B, H)``."""
+    q, _, v, _ = case.inputs
+    itemsize = 8 if dtype == F64 else 4
+    return q.shape[0] * q.shape[1] * q.shape[3] * (v.shape[-1] + int(case.kwargs["normalize"]) + 1) * itemsize
+
+
+GLA_SPEC = Spec((2, 2, 2, 2), 2, _gla_cases, _gla_truth, _gla_summary_bytes)
+
+
+def check_gla_sequence_parallel(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
+    """Chunks on 2, 3 and 4 gloo ranks reproduce the gated recurrence, forward and backward (decays included)."""
+    run_spec(rec, impls, ctx, GLA_SPEC)
+
+
+def gla_sequence_parallel(
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, group: Any = None, normalize: bool = False
+) -> Tensor:
+    """The subject's signature on :func:`attnverify.fast.sequence_parallel.linear_attention`."""
+    return sp.linear_attention(q, k, v, group, log_decay=log_decay, normalize=normalize)
+
+
+# ---------------------------------------------------------------------------
 # Subjects and claims
 # ---------------------------------------------------------------------------
 
@@ -397,6 +474,14 @@ LINEAR_SP = Subject(
     "fn(q, k: (B, H, T_local, D), v: (B, H, T_local, Dv), group, normalize: bool) -> (B, H, T_local, Dv)",
     lambda device: (Implementation("fast LASP-2", sp.linear_attention, device="cpu"),),
     args=("q", "k", "v", "group"),
+    kwargs=("normalize",),
+)
+GLA_SP = Subject(
+    "sequence_parallel_gated_linear_attention",
+    "fn(q, k: (B, H, T_local, Dk), v: (B, H, T_local, Dv), log_decay: (B, H, T_local[, Dk]), group, normalize: bool)"
+    " -> (B, H, T_local, Dv)",
+    lambda device: (Implementation("fast affine prefix", gla_sequence_parallel, device="cpu"),),
+    args=("q", "k", "v", "log_decay", "group"),
     kwargs=("normalize",),
 )
 
@@ -446,6 +531,33 @@ CLAIMS = (
             mut.LINEAR_REVERSED_ORDER,
             mut.LINEAR_PREVIOUS_RANK_ONLY,
             mut.LINEAR_BACKWARD_FROM_EARLIER_RANKS,
+        ),
+    ),
+    Claim(
+        id="gla.sequence_parallel_equals_single",
+        paper=GLA_PAPER,
+        kind="identity",
+        title="Gated linear attention split across processes equals the single-process recurrence",
+        statement=(
+            r"With chunk states $S_p$ (from a zero state) and total log-decays $g_p=\sum_{t\in p}g_t$, the state "
+            r"entering chunk $p$ is $P_p=\sum_{q<p}e^{\sum_{q<r<p}g_r}\odot S_q$, the exclusive prefix of the "
+            r"affine maps $P\mapsto e^{g_r}\odot P+S_r$, which compose associatively as "
+            r"$(g_1,S_1)\circ(g_2,S_2)=(g_1+g_2,\;e^{g_2}\odot S_1+S_2)$ (decays along $d_k$; ZeCO chains these "
+            r"maps, the all-gather form and its backward are our derivation). Token $t$ of chunk $p$ then adds "
+            r"$(q_t\odot e^{\hat G_t})^\top P_p$ to its chunk-local output ($\hat G_t$ the chunk-local inclusive "
+            r"gate sum). One $d_k\times(D_v+1)$ summary per rank and direction, whatever the chunk lengths; "
+            r"per-head and per-key-channel decays, normalized or not; outputs and gradients (of the decays too) "
+            r"on numerical evidence."
+        ),
+        check=check_gla_sequence_parallel,
+        subject=GLA_SP,
+        mutants=(
+            mut.GLA_CARRIED_NOT_DECAYED,
+            mut.GLA_NEXT_RANKS_TOTAL,
+            mut.GLA_SENDERS_OWN_DECAY,
+            mut.GLA_INCLUSIVE_PREFIX,
+            mut.GLA_BACKWARD_UNDECAYED,
+            mut.GLA_BACKWARD_DROPS_DECAY_GRADIENT,
         ),
     ),
 )

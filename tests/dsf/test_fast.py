@@ -129,6 +129,19 @@ def test_gradcheck(kind: str, normalize: bool, monkeypatch: pytest.MonkeyPatch) 
     assert torch.autograd.gradcheck(run, inputs)
 
 
+@pytest.mark.parametrize(("kind", "normalize"), [("head", False), ("key", True)])
+def test_empty_sequence_passes_the_state_through(kind: str, normalize: bool) -> None:
+    """``T = 0``: an empty output and the initial state (zeros without one) as the final state, differentiably."""
+    q, k, v, g = (x.requires_grad_() for x in gla_inputs(0, 2, kind=kind, scale=1.0, positive=normalize))
+    state = torch.rand(2, 2, 3, 2 + int(normalize), dtype=F64, requires_grad=True)
+    out, final = gated_linear_attention(q, k, v, g, normalize=normalize, initial_state=state, output_final_state=True)
+    assert out.shape == (2, 2, 0, 2) and torch.equal(final, state)
+    (out.sum() + (final * final).sum()).backward()
+    assert torch.equal(state.grad, 2 * state.detach()) and q.grad is not None and q.grad.shape == q.shape
+    assert torch.equal(gated_linear_attention(q, k, v, output_final_state=True)[1], torch.zeros(2, 2, 3, 2, dtype=F64))
+    assert torch.autograd.gradcheck(lambda s: gated_linear_attention(q, k, v, initial_state=s), (state[..., :2],))
+
+
 # ---------------------------------------------------------------------------
 # Model -> kernel mappings (book/dsf.md, "One kernel for the family")
 # ---------------------------------------------------------------------------

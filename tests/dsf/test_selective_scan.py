@@ -75,6 +75,17 @@ def test_gradcheck() -> None:
     assert torch.autograd.gradcheck(run, inputs)
 
 
+def test_empty_sequence_passes_the_state_through() -> None:
+    """``L = 0``: an empty output and the initial state (zeros without one) as the final state."""
+    args = tuple(x.requires_grad_() for x in scan_inputs(2, 3, 4, 0, 8))
+    state = torch.randn(2, 3, 4, dtype=F64, requires_grad=True)
+    y, final = selective_scan(*args, initial_state=state, output_final_state=True)
+    assert y.shape == (2, 3, 0) and torch.equal(final, state)
+    (y.sum() + (final * final).sum()).backward()
+    assert torch.equal(state.grad, 2 * state.detach())
+    assert torch.equal(selective_scan(*args, output_final_state=True)[1], torch.zeros(2, 3, 4, dtype=F64))
+
+
 U = torch.zeros(1, 2, 5)
 GOOD = (U, U, -torch.ones(2, 3), torch.zeros(1, 3, 5), torch.zeros(1, 3, 5), torch.zeros(2))
 

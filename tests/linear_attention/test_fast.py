@@ -95,3 +95,12 @@ def test_low_precision_returns_input_dtype() -> None:
 def test_bad_input(args, kwargs, error, match) -> None:
     with pytest.raises(error, match=match):
         causal_linear_attention(*args, **kwargs)
+
+
+def test_empty_sequence_gives_an_empty_output() -> None:
+    q, k, v = (x.requires_grad_() for x in inputs(0, 1, positive=True))
+    state = torch.rand(2, 3, 4, 4, dtype=F64, requires_grad=True)
+    out = causal_linear_attention(q, k, v, normalize=True, initial_state=state)
+    assert out.shape == (2, 3, 0, 3)
+    out.sum().backward()
+    assert state.grad is not None and not state.grad.any()

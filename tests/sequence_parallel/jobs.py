@@ -181,3 +181,38 @@ def raises_on_one_rank_in_float32(scores: torch.Tensor, values: torch.Tensor, gr
     if scores.dtype == torch.float32 and dist.get_rank(group) == dist.get_world_size(group) - 1:
         raise ValueError("planted: last rank fails")
     return sp.prefix_softmax_attention(scores, values, group)
+
+
+def gla_inputs(n: int, per_key: bool, normalize: bool) -> tuple[torch.Tensor, ...]:
+    """``q, k, v, log_decay`` and an upstream gradient for ``n`` tokens (positive features when normalizing)."""
+    g = torch.Generator().manual_seed(n)
+    if normalize:
+        q, k = (torch.rand(2, 3, n, 4, generator=g, dtype=F64) + 0.1 for _ in range(2))
+    else:
+        q, k = (torch.randn(2, 3, n, 4, generator=g, dtype=F64) for _ in range(2))
+    v = torch.randn(2, 3, n, 5, generator=g, dtype=F64)
+    decay = -0.2 * torch.rand(2, 3, n, *((4,) if per_key else ()), generator=g, dtype=F64)
+    decay[:, 1, : n // 3] = 0.0  # no decay over a stretch of one head (gates of exactly 1)
+    return q, k, v, decay, torch.randn(2, 3, n, 5, generator=g, dtype=F64)
+
+
+def gla_on_rank(lengths: list[int], per_key: bool, normalize: bool, dtype: torch.dtype) -> dict[str, Any]:
+    """This rank's output and input gradients (``q, k, v, log_decay``) of the gated sequence-parallel path."""
+    *inputs, upstream_grad = gla_inputs(sum(lengths), per_key, normalize)
+    part = chunk(lengths)
+    local = [x[:, :, part].to(dtype).requires_grad_() for x in inputs]
+    with sp.track_traffic() as traffic:
+        out = sp.linear_attention(*local[:3], log_decay=local[3], normalize=normalize)
+    (out * upstream_grad[:, :, part].to(dtype)).sum().backward()
+    return {"out": out.detach(), "grads": [x.grad for x in local], "sent": traffic.sent}
+
+
+def positive_decay_on_rank_1() -> None:
+    q = torch.zeros(1, 2, 4, 3)
+    sp.linear_attention(q, q, q, log_decay=torch.full((1, 2, 4), 0.5 if dist.get_rank() == 1 else -0.5))
+
+
+def decay_layouts_differ() -> None:
+    q = torch.zeros(1, 2, 4, 3)
+    decay = torch.zeros(1, 2, 4) if dist.get_rank() == 0 else torch.zeros(1, 2, 4, 3)
+    sp.linear_attention(q, q, q, log_decay=decay)

@@ -14,6 +14,7 @@ import torch
 from attnverify.fast import prefix_softmax_attention
 from attnverify.fast import sequence_parallel as sp
 from attnverify.numerics import row_scale, scaled_error
+from attnverify.reference.dsf import gla_recurrent
 from attnverify.theory.aaren import scan_case
 from tests.sequence_parallel import jobs
 
@@ -159,3 +160,42 @@ def test_strategies_on_a_strict_subgroup(strategy: str) -> None:
     assert scaled_error(dv, v.grad, 1.0) <= 1e-12
     local, want = (torch.cat(parts, 2) for parts in zip(*[per_rank[r][-1]["linear"] for r in ranks], strict=True))
     assert scaled_error(local, want, want.abs().max()) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    ("lengths", "per_key", "normalize"),
+    [([11], True, False), ([9, 0, 14], False, True), ([1, 17], True, True), ([20, 3, 6], True, False)],
+)
+def test_gated_linear_attention_matches_one_process(lengths: list[int], per_key: bool, normalize: bool) -> None:
+    """Output and gradients (``log_decay``'s included) against the single-process recurrence, 1 to 3 ranks."""
+    per_rank = sp.run_gloo(len(lengths), jobs.gla_on_rank, lengths, per_key, normalize, F64, timeout_s=60)
+    *inputs, grad = jobs.gla_inputs(sum(lengths), per_key, normalize)
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    want = gla_recurrent(*leaves[:3], leaves[3], normalize=normalize)[0]
+    (want * grad).sum().backward()
+    want = want.detach()
+    got = torch.cat([rank["out"] for rank in per_rank], 2)
+    assert got.shape == want.shape
+    assert scaled_error(got, want, want.abs().max()) <= 1e-13
+    for i, leaf in enumerate(leaves):
+        assert leaf.grad is not None
+        grads = torch.cat([rank["grads"][i] for rank in per_rank], 2)
+        assert scaled_error(grads, leaf.grad, leaf.grad.abs().max()) <= 1e-12, i
+    if len(lengths) > 1:  # one Dk × (Dv [+ 1] + 1) summary to each other rank, whatever the chunk lengths
+        summary = 2 * 3 * 4 * (5 + int(normalize) + 1) * 8
+        assert all(rank["sent"] == (len(lengths) - 1) * summary for rank in per_rank)
+
+
+def test_gated_linear_attention_in_float32() -> None:
+    per_rank = sp.run_gloo(2, jobs.gla_on_rank, [13, 30], True, False, torch.float32, timeout_s=60)
+    *inputs, _ = jobs.gla_inputs(43, True, False)
+    want = gla_recurrent(*inputs)[0]
+    got = torch.cat([rank["out"] for rank in per_rank], 2).to(F64)
+    assert got.dtype == F64 and scaled_error(got, want, want.abs().max()) <= 1e-5
+
+
+def test_gated_linear_attention_bad_decay_is_named_on_every_rank() -> None:
+    with pytest.raises(RuntimeError, match="log_decay: expected natural-log decays <= 0"):
+        sp.run_gloo(2, jobs.positive_decay_on_rank_1, timeout_s=60)
+    with pytest.raises(RuntimeError, match="log_decay: expected every rank to agree"):
+        sp.run_gloo(2, jobs.decay_layouts_differ, timeout_s=60)

@@ -267,3 +267,115 @@ LINEAR_BACKWARD_FROM_EARLIER_RANKS = Mutant(
     "right forward; the backward sums the state gradients of the earlier ranks instead of the later",
     linear_backward_from_earlier_ranks,
 )
+
+
+# ---------------------------------------------------------------------------
+# Gated linear attention: the affine prefix of decayed states
+# ---------------------------------------------------------------------------
+
+
+def _gla_mutant(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor,
+    group: Any = None,
+    normalize: bool = False,
+    *,
+    name: str,
+    replacement: Any,
+) -> Tensor:
+    """The real function with ``sp.<name>`` swapped for ``replacement`` during the call (the forward)."""
+    with _swapped(name, replacement):
+        return sp.linear_attention(q, k, v, group, log_decay=log_decay, normalize=normalize)
+
+
+def _fold(totals: list[Tensor], states: list[Tensor], step: Callable[..., Tensor]) -> list[Tensor]:
+    prefixes = [torch.zeros_like(states[0])]
+    for r in range(len(states) - 1):
+        prefixes.append(step(prefixes[-1], totals, states, r))
+    return prefixes
+
+
+def _undecayed_step(prefix: Tensor, totals: list[Tensor], states: list[Tensor], r: int) -> Tensor:
+    return prefix + states[r]
+
+
+def _next_rank_step(prefix: Tensor, totals: list[Tensor], states: list[Tensor], r: int) -> Tensor:
+    return torch.exp(totals[r + 1])[..., None] * prefix + states[r]
+
+
+def _own_decay_step(prefix: Tensor, totals: list[Tensor], states: list[Tensor], r: int) -> Tensor:
+    return torch.exp(totals[r])[..., None] * (prefix + states[r])
+
+
+def _inclusive_affine(totals: list[Tensor], states: list[Tensor]) -> list[Tensor]:
+    """The prefix entering rank ``p`` already holds ``S_p``: one fold step too many."""
+    prefixes = _ORIGINAL_AFFINE(totals, states)
+    return [torch.exp(g)[..., None] * p + s for g, p, s in zip(totals, prefixes, states, strict=True)]
+
+
+_ORIGINAL_AFFINE = sp.affine_prefixes
+_ORIGINAL_DECAYED = sp._DecayedExclusivePrefix
+
+
+class _BackwardUndecayed(sp._DecayedExclusivePrefix):
+    """Right forward; the backward's reverse fold sums the later ranks' state gradients without decaying them."""
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+        def undecayed(totals: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+            return list(torch.stack(grads).flip(0).cumsum(0).flip(0).unbind(0))
+
+        with _swapped("affine_adjoints", undecayed):
+            return _ORIGINAL_DECAYED.backward(ctx, grad)
+
+
+class _BackwardDropsDecayGradient(sp._DecayedExclusivePrefix):
+    """Right forward and state gradients; the carried state's gradient with respect to the decays is dropped."""
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+        d_total, d_state, _ = _ORIGINAL_DECAYED.backward(ctx, grad)
+        return torch.zeros_like(d_total), d_state, None
+
+
+def _affine(step: Callable[..., Tensor]) -> Any:
+    return partial(_gla_mutant, name="affine_prefixes", replacement=partial(_fold, step=step))
+
+
+gla_carried_not_decayed = _affine(_undecayed_step)
+gla_next_ranks_total = _affine(_next_rank_step)
+gla_senders_own_decay = _affine(_own_decay_step)
+gla_inclusive_prefix = partial(_gla_mutant, name="affine_prefixes", replacement=_inclusive_affine)
+gla_backward_undecayed = partial(_gla_mutant, name="_DecayedExclusivePrefix", replacement=_BackwardUndecayed)
+gla_backward_drops_decay_gradient = partial(
+    _gla_mutant, name="_DecayedExclusivePrefix", replacement=_BackwardDropsDecayGradient
+)
+
+GLA_CARRIED_NOT_DECAYED = Mutant(
+    "gla_carried_not_decayed", "carried state summed over earlier ranks without their decays", gla_carried_not_decayed
+)
+GLA_NEXT_RANKS_TOTAL = Mutant(
+    "gla_next_ranks_total",
+    "each earlier state decayed by the total of the rank after the one it passes (shifted by one rank)",
+    gla_next_ranks_total,
+)
+GLA_SENDERS_OWN_DECAY = Mutant(
+    "gla_senders_own_decay",
+    "each rank's state decayed once more by its own total (inclusive instead of exclusive decay range)",
+    gla_senders_own_decay,
+)
+GLA_INCLUSIVE_PREFIX = Mutant(
+    "gla_inclusive_prefix", "the carried state includes this rank's own chunk state", gla_inclusive_prefix
+)
+GLA_BACKWARD_UNDECAYED = Mutant(
+    "gla_backward_undecayed",
+    "right forward; the backward passes later ranks' state gradients back without decaying them",
+    gla_backward_undecayed,
+)
+GLA_BACKWARD_DROPS_DECAY_GRADIENT = Mutant(
+    "gla_backward_drops_decay_gradient",
+    "right forward; the backward drops the carried state's gradient with respect to the decays",
+    gla_backward_drops_decay_gradient,
+)
