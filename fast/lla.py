@@ -18,6 +18,12 @@ Per query tile:
   ``delta_i = omega_i - mu_i.rho_i``.
 
 The backward solves one adjoint system ``Sigma u = t`` with the same solver (book/lla.md, "The backward").
+
+Triton (``backend="triton"``, the default on CUDA): pass A, every product with ``Sigma`` (or the streamed
+Gram sum of ``solver="direct"``) and pass B are the kernels of ``fast/triton/lla.py``; for CG the query tile
+is the whole sequence.  What stays torch touches no key stream: the CG vector updates, ``O(T D)`` per
+iteration, and the batched Cholesky of ``solver="direct"``, ``O(block D^3)`` per tile.  The backward is this
+module's torch adjoint backward for both backends; with Triton its adjoint solve uses the kernels too.
 Verified against ``attnverify.reference.lla`` (which this module never imports).
 """
 
@@ -52,7 +58,12 @@ class _Plan:
     block: int
     rtol: float
     triton: bool = False
-    """Products with ``Sigma`` and pass B by the Triton kernel (``fast/triton/lla.py``); query tile = all rows."""
+    """Every stream over the keys by the Triton kernels of ``fast/triton/lla.py`` (pass A, the products with
+    ``Sigma`` or the streamed Gram sum, pass B); the CG vector updates and the batched Cholesky stay torch."""
+
+    def query_block(self, t: int) -> int:
+        """Rows per query tile: all ``T`` for Triton CG (its state is ``O(T D)``), else ``block``."""
+        return t if self.triton and self.solver == "cg" else self.block
 
 
 # ---------------------------------------------------------------------------
@@ -64,27 +75,36 @@ def _key_tiles(i1: int, block: int) -> range:
     return range(0, i1, block)
 
 
-def _weights(qt: Tensor, kt: Tensor, m: Tensor, i0: int, j0: int, tau: float) -> Tensor:
-    """``w_ij = exp(tau q_i.k_j - m_i)`` for the tile, 0 where ``j > i``: ``(R, Bq, Bk)``."""
+def _scores(qt: Tensor, kt: Tensor, i0: int, j0: int, tau: float) -> Tensor:
+    """``tau q_i.k_j`` for the tile, ``-inf`` where ``j > i``: ``(R, Bq, Bk)``.  Only a tile that reaches past
+    the diagonal is masked; the tiles below it are whole."""
     logits = tau * (qt @ kt.transpose(-1, -2))
+    if j0 + kt.shape[-2] - 1 <= i0:
+        return logits
     rows = torch.arange(i0, i0 + qt.shape[-2], device=qt.device)[:, None]
     cols = torch.arange(j0, j0 + kt.shape[-2], device=qt.device)[None, :]
-    return torch.exp(logits.masked_fill(cols > rows, NEG_INF) - m[..., None])
+    return logits.masked_fill(cols > rows, NEG_INF)
+
+
+def _weights(qt: Tensor, kt: Tensor, m: Tensor, i0: int, j0: int, tau: float) -> Tensor:
+    """``w_ij = exp(tau q_i.k_j - m_i)`` for the tile, 0 where ``j > i``: ``(R, Bq, Bk)``."""
+    return torch.exp(_scores(qt, kt, i0, j0, tau) - m[..., None])
 
 
 def _pass_a(qt: Tensor, k: Tensor, i0: int, plan: _Plan) -> tuple[Tensor, Tensor, Tensor]:
     """Online max ``m``, ``omega`` and ``mut = sum_j w_ij k_j`` of the tile's rows."""
+    if plan.triton:
+        from attnverify.fast.triton.lla import moments
+
+        return moments(qt, k, plan.tau, i0, plan.block)
     r, bq, d = qt.shape
     i1 = i0 + bq
     m = torch.full((r, bq), NEG_INF, dtype=qt.dtype, device=qt.device)
     omega = torch.zeros((r, bq), dtype=qt.dtype, device=qt.device)
     mut = torch.zeros((r, bq, d), dtype=qt.dtype, device=qt.device)
-    rows = torch.arange(i0, i1, device=qt.device)[:, None]
     for j0 in _key_tiles(i1, plan.block):
         kt = k[:, j0 : j0 + plan.block]
-        logits = (plan.tau * (qt @ kt.transpose(-1, -2))).masked_fill(
-            torch.arange(j0, j0 + kt.shape[1], device=qt.device)[None, :] > rows, NEG_INF
-        )
+        logits = _scores(qt, kt, i0, j0, plan.tau)
         m_new = torch.maximum(m, logits.amax(-1))
         alpha = torch.exp(m - m_new)  # 0 while m = -inf (the first tile always has a live key: j0 = 0)
         w = torch.exp(logits - m_new[..., None])
@@ -96,6 +116,10 @@ def _pass_a(qt: Tensor, k: Tensor, i0: int, plan: _Plan) -> tuple[Tensor, Tensor
 
 def _gram(qt: Tensor, k: Tensor, m: Tensor, i0: int, plan: _Plan) -> Tensor:
     """``sum_j w_ij k_j k_j^T`` of the tile's rows with the final ``m``: ``(R, Bq, D, D)``."""
+    if plan.triton:
+        from attnverify.fast.triton.lla import gram
+
+        return gram(qt, k, m, plan.tau, i0, plan.block)
     r, bq, d = qt.shape
     acc = torch.zeros((r, bq, d, d), dtype=qt.dtype, device=qt.device)
     for j0 in _key_tiles(i0 + bq, plan.block):
@@ -124,10 +148,10 @@ class _Rows:
 def _sigma_times(rows: _Rows, k: Tensor, p: Tensor, plan: _Plan) -> Tensor:
     """Matrix-free ``Sigma_i p_i`` for every row (one stream over the causal key tiles)."""
     q, omega, mut = rows.q, rows.omega, rows.mut
-    if plan.triton:  # the rows are the whole sequence (i0 = 0)
+    if plan.triton:
         from attnverify.fast.triton.lla import modulated_sum
 
-        acc = modulated_sum(q, k, k, rows.m, torch.zeros_like(omega), p, plan.tau)
+        acc = modulated_sum(q, k, k, rows.m, torch.zeros_like(omega), p, plan.tau, rows.i0, plan.block)
     else:
         acc = torch.zeros_like(p)
         for j0 in _key_tiles(rows.i0 + q.shape[1], plan.block):
@@ -218,7 +242,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, plan: _Plan) -> tuple
     o = torch.empty((r, t, v.shape[-1]), dtype=q.dtype, device=q.device)
     m_all, omega_all = torch.empty((r, t), dtype=q.dtype, device=q.device), torch.empty_like(lam)
     mut_all, rho_all = torch.empty_like(q), torch.empty_like(q)
-    qblock = t if plan.triton else plan.block
+    qblock = plan.query_block(t)
     for i0 in range(0, t, qblock):
         sl = slice(i0, i0 + qblock)
         qt = q[:, sl]
@@ -231,7 +255,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, plan: _Plan) -> tuple
         if plan.triton:
             from attnverify.fast.triton.lla import modulated_sum
 
-            acc = modulated_sum(qt, k, v, m, 1 + rq[..., 0], -rho, plan.tau)
+            acc = modulated_sum(qt, k, v, m, 1 + rq[..., 0], -rho, plan.tau, i0, plan.block)
         else:
             acc = torch.zeros((r, qt.shape[1], v.shape[-1]), dtype=q.dtype, device=q.device)
             for j0 in _key_tiles(i0 + qt.shape[1], plan.block):
@@ -416,8 +440,8 @@ def local_linear_attention(
         solver: ``"cg"`` (matrix-free conjugate gradients) or ``"direct"`` (batched Cholesky).
         cg_iters: conjugate-gradient iterations, ``D`` by default; rows stop early once converged.
         block_size: query and key tile size (default 64).
-        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (the products with
-            ``Sigma`` and pass B by ``fast/triton/lla.py``; CUDA or ``TRITON_INTERPRET=1``).
+        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (every stream over the
+            keys by ``fast/triton/lla.py``; CUDA or ``TRITON_INTERPRET=1``).
 
     Returns ``(B, H, T, Dv)``.  Rows whose solve does not reach a relative residual ``sqrt(rtol)``
     (``rtol`` = 1e-14 in float64, 1e-6 in float32) raise a :class:`ConvergenceWarning` saying how many.
@@ -452,7 +476,7 @@ def local_linear_rho(
     qf, kf = (x.reshape(b * h, t, d).to(acc).detach() for x in (q, k))
     lam_f = lam_t.reshape(b * h, t).to(acc).detach()
     rho = torch.empty_like(qf)
-    qblock = t if plan.triton else plan.block
+    qblock = plan.query_block(t)
     for i0 in range(0, t, qblock):
         qt = qf[:, i0 : i0 + qblock]
         rows = _Rows(qt, *_pass_a(qt, kf, i0, plan), lam_f[:, i0 : i0 + qblock], i0)
