@@ -48,7 +48,7 @@ def validate_decay(q: Tensor, log_decay: Tensor) -> None:
             f"log_decay: expected shape {tuple(q.shape[:3])} (per head) or {tuple(q.shape)} (per key channel), "
             f"got {tuple(log_decay.shape)}"
         )
-    if bool((log_decay > 0).any()) or bool(torch.isnan(log_decay).any()):
+    if not bool((log_decay <= 0).all()):  # one pass: False for a positive entry and for NaN
         raise ValueError("log_decay: expected natural-log decays <= 0 (gates e^g in (0, 1]), got a positive or NaN")
 
 
@@ -164,19 +164,23 @@ def _chunked(
     g = log_decay.unflatten(2, (n, chunk))  # (B, H, n, C, 1 or Dk)
     G = g.cumsum(3)  # chunk-local inclusive cumsum Ĝ
     last = G[..., -1:, :]  # (B, H, n, 1, ·)
-    if g.shape[-1] == 1:  # one decay per head: the whole chunk in one masked matmul, gaps summed in float64
-        G64 = g.to(torch.float64).cumsum(3)
-        gap = (G64 - G64.transpose(-1, -2)).masked_fill(~causal, -math.inf)
-        P = (qc @ kc.transpose(-1, -2)) * torch.exp(gap).to(q.dtype)
-    elif bool((last >= -ONE_MATMUL_LIMIT[q.dtype]).all()):  # mild gates: q e^{Ĝ} and k e^{-Ĝ} stay in range
-        P = ((qc * torch.exp(G)) @ (kc * torch.exp(-G)).transpose(-1, -2)).masked_fill(~causal, 0.0)
+    carry = torch.exp(last).transpose(-1, -2)  # (B, H, n, Dk or 1, 1): e^{Ĝ_last}
+    q_decayed = qc * torch.exp(G)  # q_t ⊙ e^{Ĝ_t}
+    if g.shape[-1] != 1 and bool((last >= -ONE_MATMUL_LIMIT[q.dtype]).all()):  # mild per-key gates: one matmul
+        k_rebased = kc * torch.exp(-G)  # k_j ⊙ e^{-Ĝ_j}, in range
+        P = (q_decayed @ k_rebased.transpose(-1, -2)).masked_fill(~causal, 0.0)
+        writes = carry * (k_rebased.transpose(-1, -2) @ vc)  # e^{Ĝ_last} ⊙ Σ_j (k_j ⊙ e^{-Ĝ_j}) v_jᵀ: rows scaled after
     else:
-        P = _intra_per_key(qc, kc, g, _subchunk(chunk))
-    writes = (kc * torch.exp(_exclusive_reverse_cumsum(g, 3))).transpose(-1, -2) @ vc  # Ĝ_last - Ĝ_j, (B,H,n,Dk,Dv)
-    carry = torch.exp(last).transpose(-1, -2)  # (B, H, n, Dk or 1, 1)
+        if g.shape[-1] == 1:  # one decay per head: the whole chunk in one masked matmul, gaps summed in float64
+            G64 = g.to(torch.float64).cumsum(3)
+            gap = (G64 - G64.transpose(-1, -2)).masked_fill(~causal, -math.inf)
+            P = (qc @ kc.transpose(-1, -2)) * torch.exp(gap).to(q.dtype)
+        else:
+            P = _intra_per_key(qc, kc, g, _subchunk(chunk))
+        writes = (kc * torch.exp(_exclusive_reverse_cumsum(g, 3))).transpose(-1, -2) @ vc  # Ĝ_last - Ĝ_j exponents
     zero = torch.zeros(B, H, Dk, v.shape[-1], dtype=q.dtype, device=q.device)
     before, S = carry_scan(carry, writes, zero if state is None else state)  # (B, H, n, Dk, Dv): entering each chunk
-    out = P @ vc + (qc * torch.exp(G)) @ before
+    out = P @ vc + q_decayed @ before
     return out.flatten(2, 3)[:, :, :T], S
 
 
@@ -364,6 +368,47 @@ def _scan_chunked(
     return torch.stack(ys, -1).flatten(-2)[..., :L], carried
 
 
+SCAN_CHUNK = 32
+"""Tokens per chunk of the rebased selective scan (:func:`_scan_rebased`)."""
+
+
+def _scan_rebased(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, chunk: int
+) -> tuple[Tensor, Tensor]:
+    """The selective scan without the skip term, chunk after chunk, each chunk in a few whole-chunk operations.
+
+    Within a chunk, with ``Σ_t`` the in-chunk inclusive sum of ``Δ`` (per channel) and ``s_0`` the carried state,
+    ``s_t = e^{A Σ_t} ⊙ (s_0 + Σ_{j<=t} e^{-A Σ_j} ⊙ Δ_j u_j B_j)`` (rebased at the chunk's start, as the GLA
+    chunks are): one cumulative sum replaces the chunk's steps, and only ``y_t = C_tᵀ s_t`` and the last state
+    leave the chunk.  Tensors are ``(Bt, D, chunk, N)``: no ``(Bt, D, L, N)`` tensor is formed, and one pass over
+    the sequence does the work of the two-pass form.  The caller keeps ``|A Σ_t| <= ONE_MATMUL_LIMIT`` (so
+    ``e^{-A Σ_j}`` is finite and its rounding ``u |A Σ_j|`` small).
+    """
+    bt, d, L = u.shape
+    x = delta * u
+    s = torch.zeros(bt, d, A.shape[1], dtype=u.dtype, device=u.device) if state is None else state
+    Bt, Ct = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (Bt, L, N)
+    ys = []
+    for a in range(0, L, chunk):
+        b = min(a + chunk, L)
+        gap = delta[..., a:b].cumsum(-1)[..., None] * A[:, None, :]  # (Bt, D, c, N): A Σ_t <= 0
+        writes = x[..., a:b, None] * Bt[:, None, a:b] * torch.exp(-gap)
+        writes[..., 0, :] += s  # the carried state joins the first write
+        summed = writes.cumsum(-2)
+        decay = torch.exp(gap)
+        ys.append(torch.linalg.vecdot(decay * Ct[:, None, a:b], summed))
+        s = decay[..., -1, :] * summed[..., -1, :]
+    return torch.cat(ys, -1), s
+
+
+def _scan_fits_rebased(delta: Tensor, A: Tensor, chunk: int) -> bool:
+    """Whether every chunk's ``|A| ΣΔ`` stays within :data:`ONE_MATMUL_LIMIT` (then :func:`_scan_rebased` applies)."""
+    L = delta.shape[-1]
+    n = -(-L // chunk)
+    sums = torch.nn.functional.pad(delta, (0, n * chunk - L)).unflatten(-1, (n, chunk)).sum(-1)  # (Bt, D, n)
+    return bool((sums.amax(-1) * (-A).amax(-1) <= ONE_MATMUL_LIMIT[delta.dtype]).all())
+
+
 class _TritonScan(torch.autograd.Function):
     """Forward: the Triton scan (``fast/triton/dsf.py``); backward: autograd of :func:`_scan_chunked`."""
 
@@ -434,15 +479,18 @@ def selective_scan(
     """Mamba's selective scan (arXiv 2312.00752, Alg. 2; Euler input, ``delta`` already positive), in chunks.
 
     Per channel ``c``: ``s_t = e^{Δ_t A_c} ⊙ s_{t-1} + Δ_t u_t B_t``, ``y_t = C_tᵀ s_t + D_c u_t``: S6 as a DSF
-    (book/dsf.md).  The sequence is cut into ``n`` chunks of ``chunk_size`` (default ``⌈√L⌉``) that run
-    their steps side by side: one pass finds each chunk's own final state, a pass over the chunks
-    carries ``S ← e^{A ΣΔ} ⊙ S + local``, and a second side-by-side pass starts every chunk from its carried
-    state and reads the outputs.  ``2 chunk_size + n`` sequential steps on ``(Bt, D, n, N)`` tensors; no
-    ``(Bt, D, L, N)`` tensor is formed.
+    (book/dsf.md).  By default, while every chunk of 32 tokens has ``|A| ΣΔ <= 30`` (float32; 500 in float64),
+    chunk after chunk in rebased form (:func:`_scan_rebased`: one cumulative sum per chunk instead of its
+    steps).  Otherwise, or with an explicit ``chunk_size``, the sequence is cut into ``n`` chunks of
+    ``chunk_size`` (default ``⌈√L⌉``) that run their steps side by side: one pass finds each chunk's own
+    final state, a pass over the chunks carries ``S ← e^{A ΣΔ} ⊙ S + local``, and a second side-by-side pass
+    starts every chunk from its carried state and reads the outputs (``2 chunk_size + n`` sequential steps on
+    ``(Bt, D, n, N)`` tensors; exponents all ``<= 0``).  Neither forms a ``(Bt, D, L, N)`` tensor.
 
     Args:
         u, delta: ``(Bt, D, L)``; A: ``(D, N)``, entries ``<= 0``; B, C: ``(Bt, N, L)``; D: ``(D,)`` or ``None``.
-        chunk_size: tokens per chunk (``>= 1``); ``None`` picks ``⌈√L⌉``.
+        chunk_size: tokens per chunk of the two-pass form (``>= 1``); ``None``: the rebased form where it
+            applies, else the two-pass form with ``⌈√L⌉``.
         initial_state: ``(Bt, D, N)``, the state before the first token.
         output_final_state: also return the state after the last token (``L = 0``: ``initial_state``, or zeros).
         backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (one token at a time,
@@ -468,6 +516,8 @@ def selective_scan(
         y, carried = args[1] * args[0], (args[0].new_zeros(bt, d, N) if state is None else state.clone())
     elif select_backend(backend, u.device) == "triton":
         y, carried = _TritonScan.apply(*args, state, chunk)
+    elif chunk_size is None and _scan_fits_rebased(args[1], args[2], SCAN_CHUNK):
+        y, carried = _scan_rebased(*args, state, SCAN_CHUNK)
     else:
         y, carried = _scan_chunked(*args, state, chunk)
     if D is not None:

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from attnverify.fast import dsf as fast
 from attnverify.fast.dsf import selective_scan
 from attnverify.reference import dsf as ref
 from attnverify.theory.dsf import rel_error
@@ -64,13 +65,16 @@ def test_no_nan_from_unwritten_buffers(nan_scratch: None) -> None:
     assert rel_error(selective_scan(*args, chunk_size=5), ref.selective_scan(*args)) <= 1e-12
 
 
-def test_gradcheck() -> None:
+@pytest.mark.parametrize("chunk", [3, None])
+def test_gradcheck(chunk: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two-pass form (chunks of 3) and the rebased form (chunks of 3 too: seven tokens cross two chunks)."""
+    monkeypatch.setattr(fast, "SCAN_CHUNK", 3)
     args = scan_inputs(1, 2, 2, 7, 7)
     state = torch.randn(1, 2, 2, dtype=F64)
     inputs = tuple(x.clone().requires_grad_() for x in (*args, state))
 
     def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return selective_scan(*xs[:6], chunk_size=3, initial_state=xs[6], output_final_state=True)
+        return selective_scan(*xs[:6], chunk_size=chunk, initial_state=xs[6], output_final_state=True)
 
     assert torch.autograd.gradcheck(run, inputs)
 
