@@ -1,9 +1,10 @@
 """Fast local linear attention (LLA, arXiv 2510.01450): a blockwise forward and an analytic backward.
 
-Public API: :func:`local_linear_attention`.  Per head, queries are processed in tiles of
-``block_size`` rows and keys streamed in tiles of ``block_size`` columns; the extra memory is
-``O(T D)`` per head plus ``O(block_size^2 + block_size D)`` per tile (``block_size D^2`` for the direct
-solver): no ``T x T x D`` or ``T x D x D`` tensor is ever formed (book/lla.md, "The kernel").
+Public API: :func:`local_linear_attention`.  Per head, queries are processed in tiles of ``Bq`` rows and
+keys streamed in tiles of ``Bk`` columns (``block_size`` sets both; by default ``Bk = 64`` and ``Bq = 256``
+for CG, 64 for the direct solver); the extra memory is ``O(T D)`` per head plus ``O(Bq Bk + Bq D)`` per tile
+(``Bq D^2`` for the direct solver): no ``T x T x D`` or ``T x D x D`` tensor is ever formed (book/lla.md,
+"The kernel").
 
 Per query tile:
 
@@ -42,7 +43,11 @@ from attnverify.fast._dispatch import accumulation_dtype, require_float, require
 
 NEG_INF = float("-inf")
 BLOCK_SIZE = 64
-"""Default tile size (rows of a query tile, columns of a key tile)."""
+"""Default key tile (columns), and query tile (rows) of ``solver="direct"``, whose state is ``rows x D^2``."""
+CG_QUERY_BLOCK = 256
+"""Default query tile of ``solver="cg"``: each streamed key tile serves this many rows, so the key stream of
+a long sequence is read ``T / 256`` times per pass, not ``T / 64`` (its cost per key would otherwise grow as
+the stream outgrows the CPU caches).  An explicit ``block_size`` sets both tiles."""
 SOLVERS = ("cg", "direct")
 
 
@@ -61,9 +66,12 @@ class _Plan:
     """Every stream over the keys by the Triton kernels of ``fast/triton/lla.py`` (pass A, the products with
     ``Sigma`` or the streamed Gram sum, pass B); the CG vector updates and the batched Cholesky stay torch."""
 
+    query: int | None = None
+    """Rows of a query tile (torch path, and Triton with ``solver="direct"``); ``None``: ``block``."""
+
     def query_block(self, t: int) -> int:
-        """Rows per query tile: all ``T`` for Triton CG (its state is ``O(T D)``), else ``block``."""
-        return t if self.triton and self.solver == "cg" else self.block
+        """Rows per query tile: all ``T`` for Triton CG (its state is ``O(T D)``), else ``query``."""
+        return t if self.triton and self.solver == "cg" else self.query or self.block
 
 
 # ---------------------------------------------------------------------------
@@ -411,6 +419,7 @@ def _validate(
         solver=solver,
         iters=d if cg_iters is None else cg_iters,
         block=BLOCK_SIZE if block_size is None else block_size,
+        query=block_size if block_size is not None else CG_QUERY_BLOCK if solver == "cg" else BLOCK_SIZE,
         rtol=1e-14 if accumulation_dtype(q.dtype) == torch.float64 else 1e-6,
         triton=backend == "triton" or (backend is None and q.device.type == "cuda" and triton_usable(q.device)),
     )
@@ -439,7 +448,8 @@ def local_linear_attention(
         scale: ``tau`` in ``tau q.k``; ``None`` is ``1/sqrt(D)``; ``0.0`` is honoured (uniform weights).
         solver: ``"cg"`` (matrix-free conjugate gradients) or ``"direct"`` (batched Cholesky).
         cg_iters: conjugate-gradient iterations, ``D`` by default; rows stop early once converged.
-        block_size: query and key tile size (default 64).
+        block_size: query and key tile size; by default key tiles of 64 and query tiles of 256 (CG) or
+            64 (direct).
         backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (every stream over the
             keys by ``fast/triton/lla.py``; CUDA or ``TRITON_INTERPRET=1``).
 
