@@ -410,25 +410,25 @@ def _scan_fits_rebased(delta: Tensor, A: Tensor, chunk: int) -> bool:
 
 
 class _TritonScan(torch.autograd.Function):
-    """Forward: the Triton scan (``fast/triton/dsf.py``); backward: autograd of :func:`_scan_chunked`."""
+    """Forward and backward: the Triton scan kernels of ``fast/triton/dsf.py``."""
 
     @staticmethod
     def forward(
-        ctx: Any, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, chunk: int
+        ctx: Any, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         from attnverify.fast.triton.dsf import triton_selective_scan
 
-        ctx.chunk, ctx.has_state = chunk, state is not None
+        ctx.has_state = state is not None
         ctx.save_for_backward(u, delta, A, B, C, *(() if state is None else (state,)))
         return triton_selective_scan(u, delta, A, B, C, state)
 
     @staticmethod
     def backward(ctx: Any, d_y: Tensor, d_final: Tensor) -> tuple[Tensor | None, ...]:
-        saved = [t.detach().requires_grad_() for t in ctx.saved_tensors]
-        with torch.enable_grad():
-            y, final = _scan_chunked(*saved[:5], saved[5] if ctx.has_state else None, ctx.chunk)
-            grads = torch.autograd.grad((y, final), saved, (d_y, d_final), allow_unused=True)
-        return (*grads[:5], grads[5] if ctx.has_state else None, None)
+        from attnverify.fast.triton.dsf import triton_selective_scan_backward
+
+        u, delta, A, B, C, *rest = ctx.saved_tensors
+        *grads, d_state = triton_selective_scan_backward(u, delta, A, B, C, rest[0] if rest else None, d_y, d_final)
+        return (*grads, d_state if ctx.has_state else None)
 
 
 @overload
@@ -494,7 +494,7 @@ def selective_scan(
         initial_state: ``(Bt, D, N)``, the state before the first token.
         output_final_state: also return the state after the last token (``L = 0``: ``initial_state``, or zeros).
         backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"`` (one token at a time,
-            the state in registers; its backward recomputes through the torch path).
+            the state in registers; its backward is a kernel too: a forward sweep and a reverse one).
 
     Returns ``y: (Bt, D, L)`` in the input dtype (float16/bfloat16 accumulate in float32), or ``(y, s_L)``.
     """
@@ -515,7 +515,7 @@ def selective_scan(
     if L == 0:  # no tokens: an empty output (the Euler input Δ u of no steps); the state passes through
         y, carried = args[1] * args[0], (args[0].new_zeros(bt, d, N) if state is None else state.clone())
     elif select_backend(backend, u.device) == "triton":
-        y, carried = _TritonScan.apply(*args, state, chunk)
+        y, carried = _TritonScan.apply(*args, state)
     elif chunk_size is None and _scan_fits_rebased(args[1], args[2], SCAN_CHUNK):
         y, carried = _scan_rebased(*args, state, SCAN_CHUNK)
     else:

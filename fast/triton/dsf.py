@@ -179,6 +179,140 @@ def triton_selective_scan(
 
 
 @triton.jit
+def _scan_bwd_kernel(  # type: ignore[no-untyped-def]
+    U_ptr,  # (Bt, D, L)
+    DT_ptr,  # (Bt, D, L)
+    A_ptr,  # (D, N)
+    B_ptr,  # (Bt, N, L)
+    C_ptr,  # (Bt, N, L)
+    S0_ptr,  # (Bt, D, N) initial state; read only when HAS_INIT
+    DY_ptr,  # (Bt, D, L) gradient of the outputs (before the skip term)
+    DSF_ptr,  # (Bt, D, N) gradient of the final state
+    DU_ptr,  # (Bt, D, L) out
+    DDT_ptr,  # (Bt, D, L) out: Δ's gradient through the writes Δ u B only
+    QSIDE_ptr,  # (Bt, D, L) out: Σ_n A (dy C ⊙ s)_t, the read side of ∂L/∂Σ_t
+    KSIDE_ptr,  # (Bt, D, L) out: Σ_n A (λ ⊙ w)_t, the write side of ∂L/∂Σ_t
+    LAST_ptr,  # (Bt, D) out: Σ_n A (dS_L ⊙ s_L), the final state's share of ∂L/∂Σ_L
+    DA_ptr,  # (Bt, D, N) out: A's gradient from this batch row
+    DBP_ptr,  # (n_blocks, Bt, N, L) out: B's gradient, summed over this block's channels
+    DCP_ptr,  # (n_blocks, Bt, N, L) out: C's gradient, summed over this block's channels
+    DS0_ptr,  # (Bt, D, N) out: the initial state's gradient
+    BT,
+    D,
+    N,
+    L,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    IS_F64: tl.constexpr,
+):
+    """Backward of :func:`_scan_kernel`, the ``BLOCK_D × BLOCK_N`` state in registers.
+
+    With ``Σ_t = Σ_{s<=t} Δ_s`` and ``Γ_t = A Σ_t``, ``s_t = e^{Γ_t} ⊙ (s_0 + Σ_{j<=t} e^{-Γ_j} ⊙ w_j)``
+    (``w_j = Δ_j u_j B_j``), so ``∂L/∂Γ_t = (dy_t C_t) ⊙ s_t - λ_t ⊙ w_t`` (+ ``dS_L ⊙ s_L`` at the last token),
+    with ``λ_t = dy_t C_t + e^{Δ_{t+1} A} ⊙ λ_{t+1}`` the state's adjoint (derived, as for GLA).  A forward sweep
+    recomputes ``s_t`` and writes the read side (``dC`` and ``Σ_n A (dy C ⊙ s)``, ``Σ_t Σ_t (dy C ⊙ s)`` into
+    ``dA``); a reverse sweep carries ``λ_t`` and writes the write side (``du``, ``Δ``'s direct share, ``dB``,
+    ``Σ_n A λ ⊙ w``, and ``dA``'s share as ``Σ_s Δ_s Σ_{t>=s} λ_t ⊙ w_t``).  ``∂L/∂Δ_s = Σ_{t>=s} ∂L/∂Σ_t`` +
+    the direct share is summed by :func:`triton_selective_scan_backward`."""
+    b = tl.program_id(0).to(tl.int64)
+    block = tl.program_id(1).to(tl.int64)
+    dc = block * BLOCK_D + tl.arange(0, BLOCK_D)
+    nc = tl.arange(0, BLOCK_N)
+    d_ok, n_ok = dc < D, nc < N
+    acc = tl.float64 if IS_F64 else tl.float32
+    state_offs = b * D * N + dc[:, None] * N + nc[None, :]
+    state_ok = d_ok[:, None] & n_ok[None, :]
+    A = tl.load(A_ptr + dc[:, None] * N + nc[None, :], mask=state_ok, other=0.0).to(acc)
+    seq = b * D * L + dc * L  # (BLOCK_D,) offsets of this block's channels
+    cols = b * N * L + nc * L  # (BLOCK_N,) offsets of B's and C's rows
+    part = (block * BT + b) * N * L + nc * L  # (BLOCK_N,) offsets into this block's partial dB, dC
+    if HAS_INIT:
+        s = tl.load(S0_ptr + state_offs, mask=state_ok, other=0.0).to(acc)
+    else:
+        s = tl.zeros((BLOCK_D, BLOCK_N), acc)
+    sig = tl.zeros((BLOCK_D,), acc)
+    dA = tl.zeros((BLOCK_D, BLOCK_N), acc)
+    for t in range(0, L):
+        u = tl.load(U_ptr + seq + t, mask=d_ok, other=0.0).to(acc)
+        dt = tl.load(DT_ptr + seq + t, mask=d_ok, other=0.0).to(acc)
+        dy = tl.load(DY_ptr + seq + t, mask=d_ok, other=0.0).to(acc)
+        Bt = tl.load(B_ptr + cols + t, mask=n_ok, other=0.0).to(acc)
+        Ct = tl.load(C_ptr + cols + t, mask=n_ok, other=0.0).to(acc)
+        s = tl.exp(dt[:, None] * A) * s + (dt * u)[:, None] * Bt[None, :]
+        sig += dt
+        read = dy[:, None] * s  # (BLOCK_D, BLOCK_N): dy_t s_t
+        tl.store(DCP_ptr + part + t, tl.sum(read, axis=0), mask=n_ok)
+        q_side = read * Ct[None, :]
+        tl.store(QSIDE_ptr + seq + t, tl.sum(A * q_side, axis=1), mask=d_ok)
+        dA += sig[:, None] * q_side
+    lam = tl.load(DSF_ptr + state_offs, mask=state_ok, other=0.0).to(acc)
+    last = lam * s  # dS_L ⊙ s_L
+    tl.store(LAST_ptr + b * D + dc, tl.sum(A * last, axis=1), mask=d_ok)
+    dA += sig[:, None] * last
+    suffix = tl.zeros((BLOCK_D, BLOCK_N), acc)  # Σ_{t>=s} λ_t ⊙ w_t
+    decay_next = tl.zeros((BLOCK_D, BLOCK_N), acc) + 1.0  # e^{Δ_{t+1} A}; nothing follows the last token
+    for i in range(0, L):
+        t = L - 1 - i
+        u = tl.load(U_ptr + seq + t, mask=d_ok, other=0.0).to(acc)
+        dt = tl.load(DT_ptr + seq + t, mask=d_ok, other=0.0).to(acc)
+        dy = tl.load(DY_ptr + seq + t, mask=d_ok, other=0.0).to(acc)
+        Bt = tl.load(B_ptr + cols + t, mask=n_ok, other=0.0).to(acc)
+        Ct = tl.load(C_ptr + cols + t, mask=n_ok, other=0.0).to(acc)
+        lam = decay_next * lam + dy[:, None] * Ct[None, :]
+        x = dt * u
+        lam_b = tl.sum(lam * Bt[None, :], axis=1)  # Σ_n λ_t B_t
+        tl.store(DU_ptr + seq + t, dt * lam_b, mask=d_ok)
+        tl.store(DDT_ptr + seq + t, u * lam_b, mask=d_ok)
+        tl.store(DBP_ptr + part + t, tl.sum(lam * x[:, None], axis=0), mask=n_ok)
+        k_side = lam * (x[:, None] * Bt[None, :])
+        tl.store(KSIDE_ptr + seq + t, tl.sum(A * k_side, axis=1), mask=d_ok)
+        suffix += k_side
+        dA -= dt[:, None] * suffix
+        decay_next = tl.exp(dt[:, None] * A)
+    tl.store(DA_ptr + state_offs, dA, mask=state_ok)
+    tl.store(DS0_ptr + state_offs, decay_next * lam, mask=state_ok)
+
+
+def triton_selective_scan_backward(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    initial_state: Tensor | None,
+    d_y: Tensor,
+    d_final: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(du, dΔ, dA, dB, dC, d initial_state)`` of :func:`triton_selective_scan` (accumulation dtype).
+
+    The kernel leaves ``∂L/∂Σ_t`` in parts; ``∂L/∂Δ_s = Σ_{t>=s} ∂L/∂Σ_t`` plus the writes' direct share, and
+    the partial ``dA``, ``dB``, ``dC`` are summed over batch rows and channel blocks here."""
+    bt, d, L = u.shape
+    N = A.shape[1]
+    dtype = u.dtype
+    block_n = triton.next_power_of_2(max(N, 1))
+    block_d = max(1, min(64, 4096 // block_n))
+    blocks = triton.cdiv(d, block_d)
+    new = {"dtype": dtype, "device": u.device}
+    du, ddt, q_side, k_side = (torch.empty(bt, d, L, **new) for _ in range(4))
+    last = torch.empty(bt, d, **new)
+    dA = torch.empty(bt, d, N, **new)
+    dB, dC = (torch.empty(blocks, bt, N, L, **new) for _ in range(2))
+    ds0 = torch.empty(bt, d, N, **new)
+    s0 = initial_state.to(dtype).contiguous() if initial_state is not None else ds0
+    _scan_bwd_kernel[(bt, blocks)](
+        *(t.contiguous() for t in (u, delta, A, B, C)), s0, d_y.to(dtype).contiguous(),
+        d_final.to(dtype).contiguous(), du, ddt, q_side, k_side, last, dA, dB, dC, ds0, bt, d, N, L,
+        BLOCK_D=block_d, BLOCK_N=block_n, HAS_INIT=initial_state is not None, IS_F64=dtype == torch.float64,
+    )  # fmt: skip
+    d_sigma = q_side - k_side
+    d_sigma[..., -1] += last
+    ddt = ddt + d_sigma.flip(-1).cumsum(-1).flip(-1)
+    return du, ddt, dA.sum(0), dB.sum(0), dC.sum(0), ds0
+
+
+@triton.jit
 def _gla_bwd_kernel(  # type: ignore[no-untyped-def]
     Q_ptr,  # (R, T, DK)
     K_ptr,  # (R, T, DK)

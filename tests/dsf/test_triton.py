@@ -97,6 +97,45 @@ def test_selective_scan_matches_step_loop(L: int, dtype: torch.dtype) -> None:
     assert rel_error(y, want) <= tol and rel_error(final, want_final) <= tol
 
 
-def test_selective_scan_gradcheck_through_the_triton_forward() -> None:
-    inputs = tuple(a.to(DEVICE).requires_grad_() for a in scan_inputs(1, 2, 2, 6, 1))
-    assert torch.autograd.gradcheck(lambda *xs: selective_scan(*xs, chunk_size=3, backend="triton"), inputs)
+def test_selective_scan_gradcheck_of_the_triton_kernels() -> None:
+    """The Triton backward (``du, dΔ, dA, dB, dC``, the skip's and the initial state's) against numerical
+    differences, on odd shapes with an initial state and the final state's gradient."""
+    args = scan_inputs(2, 3, 3, 5, 1)
+    state = torch.randn(2, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(1))
+    inputs = tuple(a.to(DEVICE).requires_grad_() for a in (*args, state))
+
+    def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return selective_scan(*xs[:6], initial_state=xs[6], output_final_state=True, backend="triton")
+
+    assert torch.autograd.gradcheck(run, inputs, fast_mode=True)  # random projections: few interpreted launches
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_selective_scan_gradients_match_the_step_loop(dtype: torch.dtype) -> None:
+    """Every input's gradient against autograd of the float64 step loop (strong decays, 11 tokens, 5 channels)."""
+    args = scan_inputs(2, 5, 3, 11, 4, strength=5.0)
+    state = torch.randn(2, 5, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(5)
+    d_y, d_final = torch.randn(2, 5, 11, dtype=F64, generator=gen), torch.randn(2, 5, 3, dtype=F64, generator=gen)
+    leaves = [a.to(dtype).to(DEVICE).requires_grad_() for a in (*args, state)]
+    y, final = selective_scan(*leaves[:6], initial_state=leaves[6], output_final_state=True, backend="triton")
+    got = torch.autograd.grad((y, final), leaves, (d_y.to(dtype).to(DEVICE), d_final.to(dtype).to(DEVICE)))
+    truth = [x.detach().double().cpu().requires_grad_() for x in leaves]
+    y, final = ref.selective_scan(*truth[:6], initial_state=truth[6], output_final_state=True)
+    want = torch.autograd.grad((y, final), truth, (d_y, d_final))
+    for name, a, b in zip(("u", "delta", "A", "B", "C", "D", "initial_state"), got, want, strict=True):
+        assert rel_error(a, b) <= identity_tolerance(dtype, 11 * 3), name
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_empty_sequence_on_the_triton_path(normalize: bool) -> None:
+    """``T = 0`` (and ``L = 0``) never reach a kernel: an empty output, the initial state passed through."""
+    q, k, v, g = (x.to(DEVICE) for x in gla_inputs(0, 1, kind="key", scale=1.0, positive=normalize))
+    state = torch.rand(2, 2, 3, 2 + int(normalize), dtype=F64).to(DEVICE)
+    out, final = gated_linear_attention(
+        q, k, v, g, normalize=normalize, initial_state=state, output_final_state=True, backend="triton"
+    )
+    assert out.shape == (2, 2, 0, 2) and torch.equal(final, state)
+    args = [a.to(DEVICE) for a in scan_inputs(2, 3, 2, 0, 1)]
+    y, s = selective_scan(*args, output_final_state=True, backend="triton")
+    assert y.shape == (2, 3, 0) and not s.any()
