@@ -166,18 +166,21 @@ class Fit:
 
 def fit_and_test(model: Any, data: Data, heads: int) -> Fit:
     """Ridge with ``lambda`` from :data:`RIDGE_GRID` ``x tr(K_hat)/n^2`` chosen on a 20 % validation split,
-    refitted on all the data, scored on the test set.
+    then the model fitted on all the data and scored on the test set.
 
     ``model`` has ``features(x0, X) -> (n, p)``, ``fit(x0, X, y, ridge)``, ``predict(x0, X)``; ``heads``
-    is its ``M`` (``K_hat = Phi Phiᵀ / M``).
+    is its ``M`` (``K_hat = Phi Phiᵀ / M``).  The validation fits are the reference ridge
+    (:func:`attnverify.reference.rfa.ridge_solve`) on the model's features, the same protocol for every
+    model; only the final fit and the test predictions are the model's own.
     """
     n = data.y.shape[0]
     cut = n - n // 5
-    scale = float((model.features(data.x0, data.X) ** 2).sum()) / (n * heads) / n
+    Phi = model.features(data.x0, data.X).to(torch.float64)
+    scale = float((Phi**2).sum()) / (n * heads) / n
     best: tuple[float, float] | None = None
     for c in RIDGE_GRID:
-        model.fit(data.x0[:cut], data.X[:cut], data.y[:cut], c * scale)
-        val = relative_mse(model.predict(data.x0[cut:], data.X[cut:]), data.y[cut:])
+        v = ref.ridge_solve(Phi[:cut], data.y[:cut], c * scale, heads)
+        val = relative_mse(Phi[cut:] @ v, data.y[cut:])
         if best is None or val < best[0]:
             best = (val, c * scale)
     assert best is not None

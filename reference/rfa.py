@@ -175,6 +175,18 @@ class RandomFeatureAttention:
         """``(n, M*D)``, head-major, not scaled by ``1/sqrt(M)``."""
         return features(x0, X, self.W, self.activation, self.augment)
 
+    def kernel_estimate(self, x0: Tensor, X: Tensor, x0p: Tensor, Xp: Tensor) -> tuple[Tensor, Tensor]:
+        """``K_hat_M(X, X')`` per row pair ``(n,)`` and its standard error ``(n,)``.
+
+        ``K_hat_M = (1/M) sum_m <phi_{W_m}(X), phi_{W_m}(X')>`` is a mean of ``M`` i.i.d. per-head products, so its
+        standard error is their SD over **heads** divided by ``sqrt(M)``; the ``D`` entries of one head share its
+        scores and are not independent samples.
+        """
+        n = x0.shape[0]
+        f = self.features(torch.cat([x0, x0p]), torch.cat([X, Xp])).reshape(2 * n, self.M, -1)
+        prod = (f[:n] * f[n:]).sum(-1)  # (n, M): one product per head
+        return prod.mean(-1), prod.std(-1) / math.sqrt(self.M)
+
     def fit(self, x0: Tensor, X: Tensor, y: Tensor, ridge: float) -> RandomFeatureAttention:
         """Closed-form ridge with the ``lambda M`` scaling (:func:`ridge_solve`)."""
         self.v = ridge_solve(self.features(x0, X), y, ridge, self.M, self.solver)

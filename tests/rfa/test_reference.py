@@ -65,6 +65,18 @@ def test_primal_equals_dual_and_kernel_ridge(seed: int, n: int, M: int) -> None:
     assert torch.allclose(K @ alpha, Phi @ v_d, rtol=0, atol=1e-8 * (1 + float(y.abs().max())))
 
 
+def test_kernel_estimate_is_the_head_mean_with_its_se_over_heads() -> None:
+    """``K_hat_M`` is the mean of the per-head products; its SE their SD over heads / sqrt(M) (not over entries)."""
+    g = torch.Generator().manual_seed(5)
+    x0, X = ref.sample_inputs(3, 4, 5, g)
+    x0p, Xp = ref.sample_inputs(3, 4, 5, g)
+    model = ref.RandomFeatureAttention(5, 37, 0.25, "biased", "relu", seed=2)
+    est, se = model.kernel_estimate(x0, X, x0p, Xp)
+    heads = (model.features(x0, X).reshape(3, 37, 6) * model.features(x0p, Xp).reshape(3, 37, 6)).sum(-1)
+    assert torch.allclose(est, heads.mean(-1), rtol=1e-14, atol=0)
+    assert torch.allclose(se, heads.std(-1) / math.sqrt(37), rtol=1e-14, atol=0)
+
+
 def test_rf_mlp_input_is_normalised() -> None:
     """Pitfall: RF-MLP input not normalised.  |z| = 1, so pre-activations <w, z> are standard normal."""
     g = torch.Generator().manual_seed(4)

@@ -143,6 +143,28 @@ class ModelQueryAmongKeys(ref.RandomFeatureAttention):
         return query_among_keys(x0, X, self.W)
 
 
+class SEOverEntries(ref.RandomFeatureAttention):
+    """The standard error of ``K_hat_M`` from its ``M D`` entry products taken as independent samples.
+
+    ``K_hat_M = D * mean(entries)``, so the SE is reported as ``D * SD(entries) / sqrt(M D)``; the ``D`` entries
+    of one head share its scores, and the right SE is the SD of the per-head sums over ``sqrt(M)``.
+    """
+
+    def kernel_estimate(self, x0: Tensor, X: Tensor, x0p: Tensor, Xp: Tensor) -> tuple[Tensor, Tensor]:
+        n = x0.shape[0]
+        f = self.features(torch.cat([x0, x0p]), torch.cat([X, Xp]))
+        prod = f[:n] * f[n:]  # (n, M D): entry products
+        D = prod.shape[1] // self.M
+        return prod.sum(-1) / self.M, D * prod.std(-1) / math.sqrt(prod.shape[1])
+
+
+class RidgeNotScaledWithN(ref.RandomFeatureAttention):
+    """Penalty ``lambda M |v|^2`` on the summed loss ``|y - Phi v|^2``: shift ``lambda M``, not ``n lambda M``."""
+
+    def fit(self, x0: Tensor, X: Tensor, y: Tensor, ridge: float) -> RidgeNotScaledWithN:
+        return super().fit(x0, X, y, ridge / y.shape[0])  # type: ignore[return-value]
+
+
 WEIGHT_STD_S2 = Mutant("weight_std_s2", "W = W0 + s^2 G (variance used as standard deviation)", WeightStdS2, F64)
 MEAN_SCALED_BY_S = Mutant("mean_scaled_by_s", "W = s (W0 + G): the mean scaled by s", MeanScaledByS, F64)
 MEAN_ON_AUGMENTED = Mutant("mean_on_augmented", "W0 = I_D touches the augmented coordinate", MeanOnAugmented, F64)
@@ -153,4 +175,10 @@ REDRAW_PER_CALL = Mutant(
 RIDGE_SCALED_TWICE = Mutant("ridge_scaled_twice", "ridge lambda multiplied by n twice", RidgeScaledTwice, F64)
 MODEL_QUERY_AMONG_KEYS = Mutant(
     "model_query_among_keys", "the model counts the query as a key", ModelQueryAmongKeys, F64
+)
+SE_OVER_ENTRIES = Mutant(
+    "se_over_entries", "standard error of K_hat_M over the M*D entries instead of the M heads", SEOverEntries, F64
+)
+RIDGE_NOT_SCALED_WITH_N = Mutant(
+    "ridge_not_scaled_with_n", "ridge lambda not scaled with n (penalty on the summed loss)", RidgeNotScaledWithN, F64
 )
