@@ -10,9 +10,10 @@ query-first, in three batched products and no Python loop over heads:
 That is about ``2 n M D (D + 2N)`` flops; contracting the keys first would cost ``2 n N M D^2``.
 Heads are processed in chunks so that the scores of one chunk stay within a memory budget.
 :func:`limit_kernel_gram` evaluates the many-head limit kernel for every pair of two input sets:
-an ``N x N`` product of key inner products per pair, then the moment ``kappa`` elementwise, with
-the bivariate normal CDF of Genz's algorithm (Gauss-Legendre in ``arcsin rho``, and a series plus
-quadrature for ``|rho| >= 0.925``).
+an ``N x N`` product of key inner products per pair, then the moment ``kappa`` elementwise on
+cache-sized row blocks, with the bivariate normal CDF of Genz's algorithm: each entry gets only
+the formula its ``|rho|`` band needs (Gauss-Legendre in ``arcsin rho`` with 6, 12 or 20 nodes, or a
+series plus quadrature for ``|rho| >= 0.925``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ ACTIVATIONS = ("relu", "exp")
 MEANS = ("zero", "biased")
 CHUNK_BYTES = 64 * 2**20
 """Budget for one head chunk's scores and features (``n M_c (D + N)`` numbers)."""
+GRAM_CHUNK = 2**17
+"""Entries ``(row, column, i, j)`` of the limit-kernel Gram evaluated together (whole rows): each of the
+elementwise passes of the moment then runs over data that stays in cache (about 2.5x faster than one pass
+over a 200 x 200 x 16 x 16 Gram on a CPU), and memory stays bounded."""
 
 
 def _augment(x: Tensor) -> Tensor:
@@ -138,7 +143,8 @@ class _TritonFeatures(torch.autograd.Function):
 # Limit-kernel Gram
 # ---------------------------------------------------------------------------
 
-_GL_T, _GL_W = np.polynomial.legendre.leggauss(20)
+_GL_RULES = tuple((bound, np.polynomial.legendre.leggauss(n)) for bound, n in ((0.3, 6), (0.75, 12), (0.925, 20)))
+"""Genz's Gauss-Legendre rule per band of ``|rho|``: 6 nodes below 0.3, 12 below 0.75, 20 below 0.925."""
 _SQRT2 = math.sqrt(2.0)
 _TWO_PI = 2 * math.pi
 
@@ -151,47 +157,67 @@ def _npdf(x: Tensor) -> Tensor:
     return torch.exp(-0.5 * x * x) / math.sqrt(_TWO_PI)
 
 
-def _upper_bvn(h: Tensor, k: Tensor, r: Tensor) -> Tensor:
-    """``P(Z1 > h, Z2 > k)`` for standard normals with correlation ``r`` (Genz 2004, "bvnu"), elementwise."""
-    t = torch.as_tensor(_GL_T, dtype=h.dtype, device=h.device)
-    w = torch.as_tensor(_GL_W, dtype=h.dtype, device=h.device)
-    hk = h * k
-    # |r| < 0.925: Phi(-h) Phi(-k) + (1/2pi) int_0^{asin r} exp(-(h^2 + k^2 - 2hk sin th) / (2 cos^2 th)) dth
-    r_low = torch.where(r.abs() < 0.925, r, torch.zeros_like(r))
-    half = torch.asin(r_low)[..., None] / 2
-    sn = torch.sin(half * (1 + t))
-    hs = ((h * h + k * k) / 2)[..., None]
-    low = (half * w * torch.exp((sn * hk[..., None] - hs) / (1 - sn * sn))).sum(-1) / _TWO_PI
-    low = low + _ncdf(-h) * _ncdf(-k)
-    # |r| >= 0.925: a series in 1 - r^2 plus a quadrature of what it misses
+def _upper_bvn_low(h: Tensor, k: Tensor, r: Tensor, nodes: np.ndarray, weights: np.ndarray) -> Tensor:
+    """``|r| < 0.925``: ``Phi(-h) Phi(-k) + (1/2pi) int_0^{asin r} exp(-(h^2 + k^2 - 2hk sin th) / (2 cos^2 th)) dth``
+    by the Gauss-Legendre rule ``nodes``, ``weights`` on ``[-1, 1]``."""
+    t = torch.as_tensor(1 + nodes, dtype=h.dtype, device=h.device)
+    w = torch.as_tensor(weights, dtype=h.dtype, device=h.device)
+    half = torch.asin(r) / 2
+    sn = torch.sin(half[:, None] * t)  # sin th at the nodes
+    exponent = torch.addcmul(((h * h + k * k) / -2)[:, None], sn, (h * k)[:, None])
+    quad = torch.exp(exponent / torch.addcmul(torch.ones_like(sn[:1]), sn, sn, value=-1)) @ w
+    return quad * half / _TWO_PI + _ncdf(-h) * _ncdf(-k)
+
+
+def _upper_bvn_high(h: Tensor, k: Tensor, r: Tensor) -> Tensor:
+    """``|r| >= 0.925``: a series in ``1 - r^2`` plus a 20-node quadrature of what it misses (Genz 2004)."""
+    t = torch.as_tensor(_GL_RULES[-1][1][0], dtype=h.dtype, device=h.device)
+    w = torch.as_tensor(_GL_RULES[-1][1][1], dtype=h.dtype, device=h.device)
     neg = r < 0
     kk = torch.where(neg, -k, k)
-    hk2 = torch.where(neg, -hk, hk)
-    r_high = torch.where(r.abs() < 0.925, torch.full_like(r, 0.95), r.abs())
-    a2 = (1 - r_high * r_high).clamp_min(0)
+    hk = torch.where(neg, -h * k, h * k)
+    a2 = (1 - r * r).clamp_min(0)
     a = a2.sqrt()
     bs = (h - kk) ** 2
-    c = (4 - hk2) / 8
-    dd = (12 - hk2) / 80
-    safe_a2 = a2.clamp_min(1e-300)
-    e1 = -(bs / safe_a2 + hk2) / 2
+    c = (4 - hk) / 8
+    dd = (12 - hk) / 80
+    e1 = -(bs / a2.clamp_min(1e-300) + hk) / 2
     high = torch.where(e1 > -100, a * torch.exp(e1) * (1 - c * (bs - a2) * (1 - dd * bs) / 3 + c * dd * a2 * a2), 0.0)
     b = bs.sqrt()
     sp = math.sqrt(_TWO_PI) * _ncdf(-b / a.clamp_min(1e-300))
-    high = high - torch.where(hk2 > -100, torch.exp(-hk2 / 2) * sp * b * (1 - c * bs * (1 - dd * bs) / 3), 0.0)
-    xs = ((a / 2)[..., None] * (1 + t)) ** 2
-    e2 = -(bs[..., None] / xs.clamp_min(1e-300) + hk2[..., None]) / 2
+    high = high - torch.where(hk > -100, torch.exp(-hk / 2) * sp * b * (1 - c * bs * (1 - dd * bs) / 3), 0.0)
+    xs = ((a / 2)[:, None] * (1 + t)) ** 2
+    e2 = -(bs[:, None] / xs.clamp_min(1e-300) + hk[:, None]) / 2
     rs = (1 - xs).sqrt()
-    ep = torch.exp(-(hk2[..., None] / 2) * xs / (1 + rs) ** 2) / rs
-    sp2 = 1 + c[..., None] * xs * (1 + 5 * dd[..., None] * xs)
+    ep = torch.exp(-(hk[:, None] / 2) * xs / (1 + rs) ** 2) / rs
+    sp2 = 1 + c[:, None] * xs * (1 + 5 * dd[:, None] * xs)
     terms = torch.where(e2 > -100, torch.exp(e2) * (sp2 - ep), 0.0)
     high = ((a / 2) * (terms * w).sum(-1) - high) / _TWO_PI
     high = torch.where(a2 > 0, high, torch.zeros_like(high))
-    pos_high = high + _ncdf(-torch.maximum(h, kk))
+    pos = high + _ncdf(-torch.maximum(h, kk))
     span = torch.where(h < 0, _ncdf(kk) - _ncdf(h), _ncdf(-h) - _ncdf(-kk))
-    neg_high = torch.where(h >= kk, -high, span - high)
-    high = torch.where(neg, neg_high, pos_high)
-    return torch.where(r.abs() < 0.925, low, high).clamp(0, 1)
+    return torch.where(neg, torch.where(h >= kk, -high, span - high), pos)
+
+
+def _upper_bvn(h: Tensor, k: Tensor, r: Tensor) -> Tensor:
+    """``P(Z1 > h, Z2 > k)`` for standard normals with correlation ``r`` (Genz 2004, "bvnu"), elementwise.
+
+    Each entry is evaluated by the one formula its ``|r|`` band needs (gathered, computed, scattered back).
+    """
+    h, k, r = torch.broadcast_tensors(h, k, r)
+    shape = h.shape
+    h, k, r = h.reshape(-1), k.reshape(-1), r.reshape(-1)
+    bounds = torch.tensor([bound for bound, _ in _GL_RULES], dtype=r.dtype, device=r.device)
+    band = torch.bucketize(r.abs(), bounds, right=True)  # 0, 1, 2: the rules; 3: |r| >= 0.925
+    out = torch.zeros_like(h)
+    for i in range(len(_GL_RULES) + 1):
+        idx = (band == i).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        hi, ki, ri = h[idx], k[idx], r[idx]
+        vals = _upper_bvn_low(hi, ki, ri, *_GL_RULES[i][1]) if i < len(_GL_RULES) else _upper_bvn_high(hi, ki, ri)
+        out = out.index_put((idx,), vals)
+    return out.clamp(0, 1).reshape(shape)
 
 
 def bivariate_normal_cdf(h: Tensor, k: Tensor, rho: Tensor) -> Tensor:
@@ -208,18 +234,24 @@ def _kappa(a: Tensor, b: Tensor, eta2: Tensor, etap2: Tensor, c: Tensor, mean: s
     if mean == "zero":  # arc-cosine: eta eta' (sqrt(1 - rho^2) + (pi - arccos rho) rho) / (2 pi)
         return eta * etap * (q2.clamp_min(0).sqrt() + (math.pi - torch.acos(rho)) * rho) / _TWO_PI
     alpha, beta = a / eta, b / etap
+    ee = eta * etap
     degenerate = q2 <= 0
-    q = torch.where(degenerate, torch.ones_like(q2), q2).sqrt()
-    m2 = (alpha * alpha - 2 * rho * alpha * beta + beta * beta).clamp_min(0) / (q * q)
+    q2 = torch.where(degenerate, torch.ones_like(q2), q2)
+    q = q2.sqrt()
+    m2 = (alpha * alpha + beta * beta - 2 * rho * (alpha * beta)).clamp_min(0) / q2
     general = (
-        (a * b + rho * eta * etap) * bivariate_normal_cdf(alpha, beta, rho)
-        + a * etap * _npdf(beta) * _ncdf((alpha - rho * beta) / q)
-        + b * eta * _npdf(alpha) * _ncdf((beta - rho * alpha) / q)
-        + eta * etap * q * torch.exp(-0.5 * m2) / _TWO_PI
+        torch.addcmul(a * b, rho, ee) * bivariate_normal_cdf(alpha, beta, rho)
+        + (a * etap * _npdf(beta)) * _ncdf((alpha - rho * beta) / q)
+        + (b * eta * _npdf(alpha)) * _ncdf((beta - rho * alpha) / q)
+        + ee * q * torch.exp(-0.5 * m2) / _TWO_PI
     )
-    t = torch.minimum(alpha, beta)  # rho = 1: comonotone scores
-    comonotone = (a * b + eta * etap) * _ncdf(t) + (a * etap + b * eta - eta * etap * t) * _npdf(t)
-    return torch.where(degenerate, comonotone, general)
+    idx = degenerate.nonzero(as_tuple=True)  # rho = 1: comonotone scores (rare: equal key pairs of equal queries)
+    if idx[0].numel():
+        at, bt, et, ept = (torch.broadcast_to(x, general.shape)[idx] for x in (a, b, eta, etap))
+        t = torch.minimum(at / et, bt / ept)
+        comonotone = (at * bt + et * ept) * _ncdf(t) + (at * ept + bt * et - et * ept * t) * _npdf(t)
+        general = general.index_put(idx, comonotone)
+    return general
 
 
 def limit_kernel_gram(
@@ -252,16 +284,20 @@ def limit_kernel_gram(
     acc = accumulation_dtype(x0.dtype)
     N = X.shape[1]
     xt0, Xt, xt0p, Xtp = (_augment(t.to(acc)) for t in (x0, X, x0p, Xp))
-    keys = torch.einsum("aik,bjk->abij", Xt, Xtp)  # (n, n', N, N) key inner products
-    queries = (xt0 @ xt0p.T)[:, :, None, None]  # (n, n', 1, 1)
-    norm0, norm = (xt0 * xt0).sum(-1), (Xt * Xt).sum(-1)
-    norm0p, normp = (xt0p * xt0p).sum(-1), (Xtp * Xtp).sum(-1)
-    eta2 = s2 * (norm0[:, None] * norm)[:, None, :, None]  # (n, 1, N, 1)
-    etap2 = s2 * (norm0p[:, None] * normp)[None, :, None, :]  # (1, n', 1, N)
+    eta2 = s2 * ((xt0 * xt0).sum(-1)[:, None] * (Xt * Xt).sum(-1))[:, None, :, None]  # (n, 1, N, 1)
+    etap2 = s2 * ((xt0p * xt0p).sum(-1)[:, None] * (Xtp * Xtp).sum(-1))[None, :, None, :]  # (1, n', 1, N)
     if mean == "biased":  # W0 = diag(I_d, 0): mean score <x0, xi>
         a = torch.einsum("ak,aik->ai", x0.to(acc), X.to(acc))[:, None, :, None]
         b = torch.einsum("bk,bjk->bj", x0p.to(acc), Xp.to(acc))[None, :, None, :]
     else:
-        a = b = torch.zeros((), dtype=acc, device=x0.device)
-    kappa = _kappa(a, b, eta2, etap2, s2 * queries * keys, mean, activation)
-    return ((keys * kappa).sum((-2, -1)) / N**2).to(x0.dtype)
+        a = b = torch.zeros((1, 1, 1, 1), dtype=acc, device=x0.device)
+    rows = max(1, GRAM_CHUNK // max(1, Xp.shape[0] * N * N))
+    blocks = []
+    for r0 in range(0, X.shape[0], rows):
+        sl = slice(r0, r0 + rows)
+        keys = torch.einsum("aik,bjk->abij", Xt[sl], Xtp)  # (rows, n', N, N) key inner products
+        queries = (xt0[sl] @ xt0p.T)[:, :, None, None]  # (rows, n', 1, 1)
+        a_r = a[sl] if a.shape[0] > 1 else a
+        kappa = _kappa(a_r, b, eta2[sl], etap2, s2 * queries * keys, mean, activation)
+        blocks.append((keys * kappa).sum((-2, -1)))
+    return (torch.cat(blocks) / N**2).to(x0.dtype)

@@ -175,6 +175,17 @@ def test_gram_matches_reference_pairs(seed, n, m, N, d) -> None:
             assert ((G32[:, j].double() - want).abs() / want.abs()).max() <= tol
 
 
+def test_gram_row_chunks_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One row per chunk (``GRAM_CHUNK`` below one row's entries) gives the Gram of a single pass (to rounding:
+    the key inner products are GEMMs of other shapes)."""
+    g = torch.Generator().manual_seed(11)
+    x0, X = ref.sample_inputs(5, 4, 3, g)
+    x0p, Xp = ref.sample_inputs(3, 4, 3, g)
+    whole = limit_kernel_gram(x0, X, x0p, Xp, mean="biased")
+    monkeypatch.setattr(fast, "GRAM_CHUNK", 1)
+    assert scaled_error(limit_kernel_gram(x0, X, x0p, Xp, mean="biased"), whole, whole.abs()) <= identity_tolerance(F64)
+
+
 def test_gram_gradcheck() -> None:
     g = torch.Generator().manual_seed(9)
     x0, X = ref.sample_inputs(2, 3, 4, g)
