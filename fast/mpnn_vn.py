@@ -5,11 +5,18 @@ or Performer attention exactly: each graph's VN gathers ``S_g = Σ_{j∈g} φ(k_
 ``z_g = Σ_{j∈g} φ(k_j)`` and broadcasts them back, and node ``i`` reads
 ``φ(q_i)ᵀ S_g / φ(q_i)ᵀ z_g``.  :func:`segment_linear_attention` is that computation for a whole
 batch at once, verified against the dense per-graph reference (book/mpnn_vn.md).
+
+On the CPU the batch is cut into blocks of whole graphs of one size class (:func:`layout`), each padded
+to its class's largest graph; a block gathers its rows of ``x`` once and runs the projections, the
+features and two batched GEMMs while everything it touches stays in cache.  No ``(N, m, d_v)`` outer
+products, no per-graph Python loop, padding below ``2^{1/4}`` whatever the spread of sizes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -39,14 +46,15 @@ def _validate_batch(batch: object, n: int, device: torch.device, num_graphs: int
         raise TypeError(f"num_graphs: expected None or a non-negative int, got {num_graphs!r}")
     if n == 0:
         return batch.long(), num_graphs or 0
-    if bool((batch[1:] < batch[:-1]).any()):
+    step = batch[1:] - batch[:-1]
+    if bool((step < 0).any()):
         raise ValueError("batch: expected graph ids sorted in non-decreasing order (as torch_geometric batches are)")
     first, last = int(batch[0]), int(batch[-1])
     if first < 0:
         raise ValueError(f"batch: expected graph ids >= 0, got {first}")
     if num_graphs is None:
-        present = int(torch.unique_consecutive(batch).numel())
-        if first != 0 or present != last + 1:
+        if first != 0 or bool((step > 1).any()):
+            present = int(torch.unique_consecutive(batch).numel())
             raise ValueError(
                 f"batch: graph ids have gaps ({present} distinct ids in 0..{last}); "
                 "pass num_graphs to allow empty graphs"
@@ -73,10 +81,23 @@ def _validate_weights(x: Tensor, Wq: object, Wk: object, Wv: object) -> tuple[Te
     return Wq, Wk, Wv
 
 
-def _features(q: Tensor, k: Tensor, batch: Tensor, B: int, feature_map: FeatureMapArg, omega: Tensor | None):
-    """``(φ(Q), φ(K))`` up to one positive factor per query row and one per graph (both cancel in the ratio)."""
+def _features(
+    qk: Tensor,
+    feature_map: FeatureMapArg,
+    omega: Tensor | None,
+    group: Callable[[], tuple[Tensor, int]],
+    valid: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """``(φ(Q), φ(K))`` from ``qk = [Q | K]``, up to one positive factor per query row and one per graph
+    (both cancel in the ratio); rows where ``valid`` is False (padding) get zero key features.
+
+    ``group()`` gives each row's graph and the number of graphs (FAVOR+'s per-graph key shift only).
+    """
+    dk = qk.shape[1] // 2
     if feature_map == "elu1":
-        return F.elu(q) + 1, F.elu(k) + 1
+        phi = F.elu(qk).add_(1)  # one pass for both (elu's backward keeps its input, so add_ is safe)
+        return phi[:, :dk], phi[:, dk:]
+    q, k = qk[:, :dk], qk[:, dk:]
     if feature_map == "favor+":
         from torch_geometric.utils import scatter
 
@@ -85,8 +106,14 @@ def _features(q: Tensor, k: Tensor, batch: Tensor, B: int, feature_map: FeatureM
         # keys by one constant per graph, so no exponential overflows (a per-key shift would not cancel).
         log_q = q @ omega.T - (q * q).sum(1, keepdim=True) / 2
         log_k = k @ omega.T - (k * k).sum(1, keepdim=True) / 2
-        key_shift = scatter(log_k.detach().amax(1), batch, dim=0, dim_size=B, reduce="max")
-        return torch.exp(log_q - log_q.detach().amax(1, keepdim=True)), torch.exp(log_k - key_shift[batch, None])
+        row_max = log_k.detach().amax(1)
+        if valid is not None:
+            row_max = row_max.masked_fill(~valid, -math.inf)
+        index, graphs = group()
+        log_k = log_k - scatter(row_max, index, dim=0, dim_size=graphs, reduce="max")[index, None]
+        if valid is not None:
+            log_k = log_k.masked_fill(~valid[:, None], -math.inf)  # padding: exp(-inf) = 0
+        return torch.exp(log_q - log_q.detach().amax(1, keepdim=True)), torch.exp(log_k)
     phi_q, phi_k = feature_map(q), feature_map(k)
     for name, phi in (("φ(x Wq)", phi_q), ("φ(x Wk)", phi_k)):
         if not isinstance(phi, Tensor) or phi.dim() != 2 or phi.shape[0] != q.shape[0]:
@@ -102,66 +129,141 @@ def _features(q: Tensor, k: Tensor, batch: Tensor, B: int, feature_map: FeatureM
     return phi_q, phi_k
 
 
-def size_buckets(batch: Tensor, B: int) -> tuple[Tensor, Tensor, list[tuple[Tensor, int]]]:
-    """Group the non-empty graphs by size into half-octave buckets ``(2^{k/2}, 2^{(k+1)/2}]``.
+BLOCK_ROWS = 4096
+"""Padded rows per block: a block's projections, features and products (about 2 kB a row at
+``d = d_k = d_v = 64``) stay in the last-level cache, so no intermediate makes a trip through memory."""
+CLASSES_PER_OCTAVE = 4
+"""Size classes ``(2^{c/4}, 2^{(c+1)/4}]``: padding a graph to its class's largest wastes < 2^{1/4} - 1 of its rows."""
 
-    Returns ``(counts, ptr, [(graph ids, largest size) per bucket])``; padding each graph to its bucket's
-    largest wastes less than ``√2 - 1`` of the rows whatever the spread of sizes.
-    """
+
+@dataclass(frozen=True)
+class Block:
+    """``G`` graphs of one size class, each padded to ``n`` rows: ``rows`` of ``x`` (a slice when they are
+    contiguous and unpadded), and ``valid`` (``G n``, bool) marking real rows (``None``: no padding)."""
+
+    G: int
+    n: int
+    rows: slice | Tensor
+    valid: Tensor | None
+
+    def take(self, t: Tensor) -> Tensor:
+        """This block's rows of the node-ordered ``t`` (padding rows repeat a real row; ``valid`` masks them)."""
+        return t[self.rows] if isinstance(self.rows, slice) else t.index_select(0, self.rows)
+
+    def group(self, device: torch.device) -> Tensor:
+        """``(G n,)``: each padded row's graph within the block."""
+        return torch.arange(self.G, device=device).repeat_interleave(self.n)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The blocks of a batch, and ``back`` (``N``): the row of the blocks' concatenated outputs that holds
+    node ``i`` (``None`` when that is row ``i``)."""
+
+    blocks: list[Block]
+    back: Tensor | None
+
+
+def size_classes(batch: Tensor, B: int) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """``(counts, ptr, [graph ids per class])``: the non-empty graphs grouped by :data:`CLASSES_PER_OCTAVE`
+    size classes, ids ascending within a class."""
     counts = torch.bincount(batch, minlength=B)
     ptr = torch.cumsum(counts, 0) - counts
     graphs = torch.nonzero(counts).flatten()
-    key = torch.ceil(2 * torch.log2(counts[graphs].double())).long()
+    key = torch.ceil(CLASSES_PER_OCTAVE * torch.log2(counts[graphs].double())).long()
     order = torch.argsort(key, stable=True)
-    _, per_key = torch.unique_consecutive(key[order], return_counts=True)
-    buckets = []
-    for ids in torch.split(graphs[order], per_key.tolist()):
-        buckets.append((ids, int(counts[ids].max())))
-    return counts, ptr, buckets
+    _, per_class = torch.unique_consecutive(key[order], return_counts=True)
+    return counts, ptr, list(torch.split(graphs[order], per_class.tolist()))
+
+
+def layout(batch: Tensor, B: int) -> Layout:
+    """Blocks of at most :data:`BLOCK_ROWS` padded rows, each holding whole graphs of one size class.
+
+    A graph larger than a block is a block of its own.  All index work is vectorized per class (a few
+    dozen classes at most), none per graph.
+    """
+    N = batch.shape[0]
+    counts, ptr, classes = size_classes(batch, B)
+    blocks: list[Block] = []
+    nodes, slots = [], []
+    offset = 0
+    for ids in classes:
+        sizes = counts[ids]
+        G, n = len(ids), int(sizes.max())
+        per = max(1, BLOCK_ROWS // n)
+        position = torch.arange(n, device=batch.device)
+        valid = position < sizes[:, None]  # (G, n)
+        index = ptr[ids, None] + position
+        full = bool(valid.all())
+        if full and int(ids[-1] - ids[0]) == G - 1:  # equal sizes, consecutive ids: rows [first, first + G n)
+            first = int(ptr[ids[0]])
+            blocks += [
+                Block(min(per, G - s), n, slice(first + s * n, first + min(G, s + per) * n), None)
+                for s in range(0, G, per)
+            ]
+        else:
+            index = index.clamp(max=N - 1)  # padding repeats a real row; `valid` keeps it out of every sum
+            for rows, ok in zip(torch.split(index, per), torch.split(valid, per), strict=True):
+                blocks.append(Block(rows.shape[0], n, rows.flatten(), None if full else ok.flatten()))
+        flat = valid.flatten()
+        nodes.append(index.flatten()[flat])
+        slots.append(offset + torch.nonzero(flat).flatten())
+        offset += G * n
+    back = torch.empty_like(batch)
+    back[torch.cat(nodes)] = torch.cat(slots)
+    if offset == N and bool((back == torch.arange(N, device=batch.device)).all()):
+        return Layout(blocks, None)
+    return Layout(blocks, back)
+
+
+def _attend(phi_q: Tensor, phi_k: Tensor, v: Tensor, block: Block) -> Tensor:
+    """One block's ``φ(q_i)ᵀ S_g / φ(q_i)ᵀ z_g`` (``G n`` rows, padding rows included).
+
+    ``[S_g | z_g] = Φ_Kᵀ [V | 1]`` with padding rows of ``[V | 1]`` zeroed, so padding adds nothing to
+    any sum.  Per graph, the state form ``Φ_Q (Φ_Kᵀ [V|1])`` costs ``2 n m (d_v+1)`` multiply-adds and the
+    quadratic form ``(Φ_Q Φ_Kᵀ) [V|1]`` costs ``n² (m+d_v+1)``: the cheaper one is used (small graphs:
+    quadratic, without ever forming ``B m d_v`` states larger than the graphs).
+    """
+    G, n, m = block.G, block.n, phi_k.shape[1]
+    ones = v.new_ones(v.shape[0], 1) if block.valid is None else block.valid[:, None].to(v.dtype)
+    v1 = torch.cat([v, ones], 1)
+    if block.valid is not None:
+        v1 = v1 * ones
+    Q, K, V = phi_q.reshape(G, n, m), phi_k.reshape(G, n, m), v1.view(G, n, -1)
+    if n * (m + V.shape[2]) < 2 * m * V.shape[2]:
+        out = torch.bmm(torch.bmm(Q, K.transpose(1, 2)), V)
+    else:
+        out = torch.bmm(Q, torch.bmm(K.transpose(1, 2), V))
+    out = out.view(G * n, -1)
+    return out[:, :-1] / out[:, -1:]
+
+
+def _assemble(outs: list[Tensor], plan: Layout) -> Tensor:
+    """The blocks' outputs in node order (padding rows dropped)."""
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return out if plan.back is None else out.index_select(0, plan.back)
 
 
 def segment_attention_torch(phi_q: Tensor, phi_k: Tensor, v: Tensor, batch: Tensor, B: int) -> Tensor:
-    """``out_i = φ(q_i)ᵀ S_{b_i} / φ(q_i)ᵀ z_{b_i}`` per graph; cost ``O(N m d_v)``, no ``n²`` term.
+    """``out_i = φ(q_i)ᵀ S_{b_i} / φ(q_i)ᵀ z_{b_i}`` from node-ordered features, block by block (:func:`layout`)."""
+    plan = layout(batch, B)
+    return _assemble([_attend(blk.take(phi_q), blk.take(phi_k), blk.take(v), blk) for blk in plan.blocks], plan)
 
-    ``z_g = Σ_{j∈g} φ(k_j)`` is a segment sum over the sorted batch (torch_geometric ``segment``).
-    For ``S_g = Σ_{j∈g} φ(k_j) v_jᵀ`` the graphs are bucketed by size (:func:`size_buckets`); in each
-    bucket their rows are gathered into padded ``(G, n, ·)`` blocks, padded key rows pointing at a zero
-    row (zero *after* φ), and one batched GEMM sums ``S`` and a second reads ``φ(q_i)ᵀ S`` out.  The rows
-    come back in node order through one
-    permutation.
-    """
-    from torch_geometric.utils import segment
 
-    N, m = phi_k.shape
-    counts, ptr, buckets = size_buckets(batch, B)
-    z = segment(phi_k, torch.cat([ptr, ptr.new_full((1,), N)]))  # (B, m)
-    keys = torch.cat([phi_k, phi_k.new_zeros(1, m)])  # row N is the zero row that padding points at
-    # (a bucket of equal-size consecutive graphs needs neither padding nor a gather: it is a view)
-    rows, outs = [], []
-    for ids, n in buckets:
-        G = len(ids)
-        first = int(ptr[ids[0]])
-        if bool((counts[ids] == n).all()) and int(ids[-1] - ids[0]) == G - 1:
-            # Equal sizes, consecutive graphs: the bucket is the contiguous rows [first, first + G n), no gather.
-            Q, K, V = (t[first : first + G * n].reshape(G, n, -1) for t in (phi_q, phi_k, v))
-            rows.append(torch.arange(first, first + G * n, device=batch.device))
-            outs.append(torch.bmm(Q, torch.bmm(K.transpose(1, 2), V)).flatten(0, 1))
-            continue
-        position = torch.arange(n, device=batch.device)
-        valid = position < counts[ids, None]  # (G, n)
-        index = torch.where(valid, ptr[ids, None] + position, N).flatten()
-        K = keys.index_select(0, index).view(G, n, m)
-        V = v.index_select(0, index.clamp(max=N - 1)).view(G, n, -1)
-        Q = phi_q.index_select(0, index.clamp(max=N - 1)).view(G, n, m)
-        keep = valid.flatten().nonzero().flatten()
-        rows.append(index[keep])
-        outs.append(torch.bmm(Q, torch.bmm(K.transpose(1, 2), V)).flatten(0, 1)[keep])  # (rows, d_v)
-    den = (phi_q * z[batch]).sum(1, keepdim=True)
-    if len(outs) == 1 and rows[0].numel() == N and bool((rows[0] == torch.arange(N, device=batch.device)).all()):
-        return outs[0] / den  # already in node order
-    inverse = torch.empty_like(batch)
-    inverse[torch.cat(rows)] = torch.arange(N, device=batch.device)
-    return torch.cat(outs)[inverse] / den
+def _segment_torch(
+    x: Tensor, W: Tensor, dk: int, batch: Tensor, B: int, feature_map: FeatureMapArg, omega: Tensor | None
+) -> Tensor:
+    """Projections, features and attention block by block: a block gathers its rows of ``x`` once and
+    runs one GEMM for ``[Q | K | V] = x [W_Q | W_K | W_V]``, so its intermediates stay in cache."""
+    plan = layout(batch, B)
+    outs = []
+    for blk in plan.blocks:
+        qkv = blk.take(x) @ W
+        phi_q, phi_k = _features(
+            qkv[:, : 2 * dk], feature_map, omega, lambda b=blk: (b.group(x.device), b.G), blk.valid
+        )
+        outs.append(_attend(phi_q, phi_k, qkv[:, 2 * dk :], blk))
+    return _assemble(outs, plan)
 
 
 def segment_linear_attention(
@@ -192,8 +294,8 @@ def segment_linear_attention(
             callable mapping ``(N, d_k)`` to positive ``(N, m)``.
         backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``.
 
-    Returns ``(N, d_v)``.  Cost ``O(N m (d_k + d_v))`` time and ``O(B m d_v + N (m + d_v))`` memory;
-    differentiable (torch autograd).
+    Returns ``(N, d_v)``.  Cost ``O(N m (d_k + d_v))`` time (``n² (m + d_v)`` for a graph of ``n < m``
+    nodes, whichever is less) and ``O(N (m + d_v))`` memory; differentiable (torch autograd).
     """
     x = require_tensor("x", x)
     require_float("x", x)
@@ -222,14 +324,14 @@ def segment_linear_attention(
     if x.shape[0] == 0:
         return x.new_zeros(0, Wv.shape[1])
     x, Wq, Wk, Wv = (t.to(acc) for t in (x, Wq, Wk, Wv))
-    dk = Wq.shape[1]
-    qkv = x @ torch.cat([Wq, Wk, Wv], 1)  # one GEMM for the three projections
-    q, k, v = qkv[:, :dk], qkv[:, dk : 2 * dk], qkv[:, 2 * dk :]
-    phi_q, phi_k = _features(q, k, batch, B, feature_map, None if omega is None else omega.to(acc))
+    omega = None if omega is None else omega.to(acc)
+    dk, W = Wq.shape[1], torch.cat([Wq, Wk, Wv], 1)  # one GEMM for the three projections
     if chosen == "triton":
         from attnverify.fast.triton.mpnn_vn import segment_attention_triton
 
-        out = segment_attention_triton(phi_q, phi_k, v, batch, B)
+        qkv = x @ W
+        phi_q, phi_k = _features(qkv[:, : 2 * dk], feature_map, omega, lambda: (batch, B), None)
+        out = segment_attention_triton(phi_q, phi_k, qkv[:, 2 * dk :], batch, B)
     else:
-        out = segment_attention_torch(phi_q, phi_k, v, batch, B)
+        out = _segment_torch(x, W, dk, batch, B, feature_map, omega)
     return out.to(out_dtype)

@@ -7,8 +7,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from attnverify.fast import mpnn_vn as mpnn_vn_fast
 from attnverify.fast import segment_linear_attention
-from attnverify.fast.mpnn_vn import size_buckets
+from attnverify.fast.mpnn_vn import layout, size_classes
 from attnverify.numerics import identity_tolerance, scaled_error
 from attnverify.reference import mpnn_vn as ref
 from attnverify.theory.mpnn_vn import DV, graph_case
@@ -85,16 +86,36 @@ def test_batch_independence_and_skewed_sizes() -> None:
     assert scaled_error(fast(both)[:n], alone, small.scale(F64)) <= identity_tolerance(F64)
 
 
-@pytest.mark.parametrize("sizes", [(1,), (8, 9, 63, 64, 65, 1, 2, 3), (200,), (10,) * 9 + (500,)])
-def test_size_buckets_cover_each_graph_once(sizes) -> None:
-    """Every non-empty graph is in exactly one bucket, padded by less than a factor √2."""
+@pytest.mark.parametrize("sizes", [(1,), (8, 9, 63, 64, 65, 1, 2, 3), (200,), (10,) * 9 + (500,), (3, 3, 3)])
+def test_layout_covers_each_node_once(sizes) -> None:
+    """Every node sits in exactly one block, padded by less than 2^(1/4); ``back`` finds its output row."""
     counts_in = torch.tensor(sizes)
     batch = torch.repeat_interleave(torch.arange(len(sizes)), counts_in)
-    counts, _, buckets = size_buckets(batch, len(sizes) + 1)  # one trailing empty graph
-    ids = torch.cat([i for i, _ in buckets])
-    assert sorted(ids.tolist()) == list(range(len(sizes)))
-    for i, n in buckets:
-        assert int(counts[i].max()) == n and bool((counts[i] * 2**0.5 > n).all())
+    counts, _, classes = size_classes(batch, len(sizes) + 1)  # one trailing empty graph
+    assert sorted(torch.cat(classes).tolist()) == list(range(len(sizes)))
+    for ids in classes:
+        assert bool((counts[ids] * 2**0.25 > counts[ids].max()).all())
+    plan = layout(batch, len(sizes) + 1)
+    rows = torch.cat([torch.arange(len(batch))[b.rows] if isinstance(b.rows, slice) else b.rows for b in plan.blocks])
+    valid = torch.cat([torch.ones(b.G * b.n, dtype=torch.bool) if b.valid is None else b.valid for b in plan.blocks])
+    back = torch.arange(len(batch)) if plan.back is None else plan.back
+    assert torch.equal(rows[back], torch.arange(len(batch))) and bool(valid[back].all())
+    assert int(valid.sum()) == len(batch)
+
+
+@pytest.mark.parametrize("feature_map", ["elu1", "favor+", "callable"])
+def test_small_blocks_split_classes_and_graphs(monkeypatch, feature_map: str) -> None:
+    """Blocks of 8 rows: classes span several blocks (gathered and contiguous), a 30-node graph is a block alone."""
+    monkeypatch.setattr(mpnn_vn_fast, "BLOCK_ROWS", 8)
+    omega = ref.gaussian_omega(6, 4, seed=1) if feature_map == "favor+" else None
+    sizes = (2, 2, 2, 2, 2, 3, 1, 3, 30, 3, 7, 3, 1)
+    case = graph_case(sizes, "empty", seed=11, omega=omega)
+    phi = torch.exp if feature_map == "callable" else case.feature_map()
+    c = case.rounded(F64)
+    truth = ref.linear_attention_layer(c.x, c.batch, c.Wq, c.Wk, c.Wv, phi)
+    assert len(layout(case.batch, len(sizes)).blocks) >= 7
+    out = fast(case, F64, torch.exp if feature_map == "callable" else None)
+    assert scaled_error(out, truth, case.scale(F64)) <= identity_tolerance(F64, 30)
 
 
 def test_nan_scratch(nan_scratch) -> None:
