@@ -368,12 +368,16 @@ def _scan_chunked(
     return torch.stack(ys, -1).flatten(-2)[..., :L], carried
 
 
-SCAN_CHUNK = 32
+SCAN_CHUNK = 64
 """Tokens per chunk of the rebased selective scan (:func:`_scan_rebased`)."""
+SCAN_LIMIT = {torch.float64: 500.0, torch.float32: 60.0}
+"""Largest ``|A| ΣΔ`` over a chunk for which :func:`_scan_rebased` forms ``e^{-A Σ_j}``: finite and normal with a
+``10^{12}`` margin for the writes it multiplies (float32: ``e^{60} ≈ 10^{26}``), and its rounding ``u |A Σ|``
+small (float32: ``60 · 6e-8 ≈ 4e-6``, against the chunked kernels' tolerance ``10^{-4}``)."""
 
 
 def _scan_rebased(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, chunk: int
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, chunk: int, fits: list[bool]
 ) -> tuple[Tensor, Tensor]:
     """The selective scan without the skip term, chunk after chunk, each chunk in a few whole-chunk operations.
 
@@ -381,16 +385,21 @@ def _scan_rebased(
     ``s_t = e^{A Σ_t} ⊙ (s_0 + Σ_{j<=t} e^{-A Σ_j} ⊙ Δ_j u_j B_j)`` (rebased at the chunk's start, as the GLA
     chunks are): one cumulative sum replaces the chunk's steps, and only ``y_t = C_tᵀ s_t`` and the last state
     leave the chunk.  Tensors are ``(Bt, D, chunk, N)``: no ``(Bt, D, L, N)`` tensor is formed, and one pass over
-    the sequence does the work of the two-pass form.  The caller keeps ``|A Σ_t| <= ONE_MATMUL_LIMIT`` (so
-    ``e^{-A Σ_j}`` is finite and its rounding ``u |A Σ_j|`` small).
+    the sequence does the work of the two-pass form.  A chunk whose ``|A| ΣΔ`` exceeds :data:`SCAN_LIMIT`
+    (``fits[i]`` false) runs its steps one by one instead, every exponent ``<= 0``.
     """
     bt, d, L = u.shape
     x = delta * u
     s = torch.zeros(bt, d, A.shape[1], dtype=u.dtype, device=u.device) if state is None else state
     Bt, Ct = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (Bt, L, N)
     ys = []
-    for a in range(0, L, chunk):
+    for a, rebased in zip(range(0, L, chunk), fits, strict=True):
         b = min(a + chunk, L)
+        if not rebased:
+            for t in range(a, b):
+                s = torch.exp(delta[..., t, None] * A) * s + x[..., t, None] * Bt[:, None, t]
+                ys.append(torch.linalg.vecdot(s, Ct[:, None, t])[..., None])
+            continue
         gap = delta[..., a:b].cumsum(-1)[..., None] * A[:, None, :]  # (Bt, D, c, N): A Σ_t <= 0
         writes = x[..., a:b, None] * Bt[:, None, a:b] * torch.exp(-gap)
         writes[..., 0, :] += s  # the carried state joins the first write
@@ -401,12 +410,12 @@ def _scan_rebased(
     return torch.cat(ys, -1), s
 
 
-def _scan_fits_rebased(delta: Tensor, A: Tensor, chunk: int) -> bool:
-    """Whether every chunk's ``|A| ΣΔ`` stays within :data:`ONE_MATMUL_LIMIT` (then :func:`_scan_rebased` applies)."""
+def _scan_chunks_fit(delta: Tensor, A: Tensor, chunk: int) -> list[bool]:
+    """Per chunk, whether every channel's ``|A| ΣΔ`` stays within :data:`SCAN_LIMIT` (one reduction, one sync)."""
     L = delta.shape[-1]
     n = -(-L // chunk)
     sums = torch.nn.functional.pad(delta, (0, n * chunk - L)).unflatten(-1, (n, chunk)).sum(-1)  # (Bt, D, n)
-    return bool((sums.amax(-1) * (-A).amax(-1) <= ONE_MATMUL_LIMIT[delta.dtype]).all())
+    return ((sums * (-A).amax(-1)[:, None]).flatten(0, 1).amax(0) <= SCAN_LIMIT[delta.dtype]).tolist()
 
 
 class _TritonScan(torch.autograd.Function):
@@ -479,13 +488,14 @@ def selective_scan(
     """Mamba's selective scan (arXiv 2312.00752, Alg. 2; Euler input, ``delta`` already positive), in chunks.
 
     Per channel ``c``: ``s_t = e^{Δ_t A_c} ⊙ s_{t-1} + Δ_t u_t B_t``, ``y_t = C_tᵀ s_t + D_c u_t``: S6 as a DSF
-    (book/dsf.md).  By default, while every chunk of 32 tokens has ``|A| ΣΔ <= 30`` (float32; 500 in float64),
-    chunk after chunk in rebased form (:func:`_scan_rebased`: one cumulative sum per chunk instead of its
-    steps).  Otherwise, or with an explicit ``chunk_size``, the sequence is cut into ``n`` chunks of
-    ``chunk_size`` (default ``⌈√L⌉``) that run their steps side by side: one pass finds each chunk's own
-    final state, a pass over the chunks carries ``S ← e^{A ΣΔ} ⊙ S + local``, and a second side-by-side pass
-    starts every chunk from its carried state and reads the outputs (``2 chunk_size + n`` sequential steps on
-    ``(Bt, D, n, N)`` tensors; exponents all ``<= 0``).  Neither forms a ``(Bt, D, L, N)`` tensor.
+    (book/dsf.md).  By default, chunk after chunk of 64 tokens in rebased form (:func:`_scan_rebased`: one
+    cumulative sum per chunk instead of its steps), a chunk with ``|A| ΣΔ > 60`` (float32; 500 in float64)
+    step by step.  When more than a quarter of the chunks are that strong, or with an explicit
+    ``chunk_size``, the sequence is cut into ``n`` chunks of ``chunk_size`` (default ``⌈√L⌉``) that run their
+    steps side by side: one pass finds each chunk's own final state, a pass over the chunks carries
+    ``S ← e^{A ΣΔ} ⊙ S + local``, and a second side-by-side pass starts every chunk from its carried state and
+    reads the outputs (``2 chunk_size + n`` sequential steps on ``(Bt, D, n, N)`` tensors; exponents all
+    ``<= 0``).  Neither forms a ``(Bt, D, L, N)`` tensor.
 
     Args:
         u, delta: ``(Bt, D, L)``; A: ``(D, N)``, entries ``<= 0``; B, C: ``(Bt, N, L)``; D: ``(D,)`` or ``None``.
@@ -516,8 +526,8 @@ def selective_scan(
         y, carried = args[1] * args[0], (args[0].new_zeros(bt, d, N) if state is None else state.clone())
     elif select_backend(backend, u.device) == "triton":
         y, carried = _TritonScan.apply(*args, state)
-    elif chunk_size is None and _scan_fits_rebased(args[1], args[2], SCAN_CHUNK):
-        y, carried = _scan_rebased(*args, state, SCAN_CHUNK)
+    elif chunk_size is None and sum(fits := _scan_chunks_fit(args[1], args[2], SCAN_CHUNK)) >= 0.75 * len(fits):
+        y, carried = _scan_rebased(*args, state, SCAN_CHUNK, fits)
     else:
         y, carried = _scan_chunked(*args, state, chunk)
     if D is not None:

@@ -90,6 +90,19 @@ def test_empty_sequence_passes_the_state_through() -> None:
     assert torch.equal(selective_scan(*args, output_final_state=True)[1], torch.zeros(2, 3, 4, dtype=F64))
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_strong_chunks_step_inside_the_rebased_form(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One chunk of five with ``|A| ΣΔ`` past the limit runs step by step; the others stay rebased."""
+    monkeypatch.setattr(fast, "SCAN_CHUNK", 8)
+    u, delta, A, B, C, D = scan_inputs(2, 3, 4, 37, 9, strength=0.5)
+    delta[..., 16:24] += 30.0
+    args = (u, delta, A, B, C, D)
+    assert fast._scan_chunks_fit(delta.to(dtype), A.to(dtype), 8) == [True, True, False, True, True]
+    out = selective_scan(*(a.to(dtype) for a in args))
+    assert torch.isfinite(out).all()
+    assert rel_error(out, ref.selective_scan(*args)) <= (1e-12 if dtype == F64 else 1e-4)
+
+
 U = torch.zeros(1, 2, 5)
 GOOD = (U, U, -torch.ones(2, 3), torch.zeros(1, 3, 5), torch.zeros(1, 3, 5), torch.zeros(2))
 
