@@ -12,6 +12,9 @@ float32 on CPU unless stated:
   bivariate-normal path): :func:`~attnverify.fast.limit_kernel_gram` against a loop over pairs
   (target ``>= 20``).
 
+Both are read off sweeps (heads ``M`` for A, pairs per side for B) that end at the targets' sizes;
+the figure plots the sweeps.
+
 Each configuration is checked against the float64 reference first.
 """
 
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from attnverify.benchmarks.runner import Recorder, Suite, measure
+from attnverify.benchmarks.runner import Recorder, Suite, measure, timing_axes
 from attnverify.fast import limit_kernel_gram, random_feature_attention_features
 from attnverify.fast import rfa as fast
 from attnverify.reference import rfa as ref
@@ -43,12 +46,14 @@ MEMORY_BUDGET = 256 * 2**20
 
 @dataclass(frozen=True)
 class Sizes:
-    features: tuple[int, int, int, int]  # n, N, d, M
-    gram: tuple[int, int, int]  # pairs per side, N, d
+    features: tuple[int, int, int, int]  # n, N, d, M (the target's sizes: the sweep's largest M)
+    heads: tuple[int, ...]  # the M of the features sweep, ending at the target's
+    gram: tuple[int, int, int]  # pairs per side, N, d (the target's sizes: the sweep's largest)
+    pairs: tuple[int, ...]  # pairs per side of the Gram sweep, ending at the target's
 
 
-FULL = Sizes(features=(2000, 64, 8, 1000), gram=(200, 16, 8))
-QUICK = Sizes(features=(64, 8, 4, 16), gram=(8, 4, 4))
+FULL = Sizes(features=(2000, 64, 8, 1000), heads=(125, 250, 500, 1000), gram=(200, 16, 8), pairs=(25, 50, 100, 200))
+QUICK = Sizes(features=(64, 8, 4, 16), heads=(4, 16), gram=(8, 4, 4), pairs=(4, 8))
 LOOP_ROWS = 10
 """The per-pair loop is timed on this many rows of the Gram and scaled to all of them (it is linear in rows)."""
 
@@ -69,18 +74,25 @@ def _bench_features(rec: Recorder, sizes: Sizes) -> None:
     D = d + 1
     g = torch.Generator().manual_seed(SEED)
     x0, X = (t.float() for t in ref.sample_inputs(n, N, d, g))
-    W = ref.draw_weights(M, d, 0.25, "biased", g).float()
-    truth = ref.features(x0[:CHECK_ROWS].double(), X[:CHECK_ROWS].double(), W.double())
+    W_all = ref.draw_weights(M, d, 0.25, "biased", g).float()
+    truth = ref.features(x0[:CHECK_ROWS].double(), X[:CHECK_ROWS].double(), W_all.double())
     rec.check(
-        f"{FEATURES} float32", [random_feature_attention_features(x0[:CHECK_ROWS], X[:CHECK_ROWS], W)], [truth], 1e-5
+        f"{FEATURES} float32",
+        [random_feature_attention_features(x0[:CHECK_ROWS], X[:CHECK_ROWS], W_all)],
+        [truth],
+        1e-5,
     )
-    rec.check(f"{HEAD_LOOP} float32", [head_loop(x0[:CHECK_ROWS], X[:CHECK_ROWS], W)], [truth], 1e-5)
-    shape = {"n": n, "batch_heads": M, "dv": D, "dtype": torch.float32, "keys": N}
-    t_fast = rec.time(lambda: random_feature_attention_features(x0, X, W), method=FEATURES, pass_="forward", **shape)
-    t_loop = rec.time(lambda: head_loop(x0, X, W), method=HEAD_LOOP, pass_="forward", **shape)
+    rec.check(f"{HEAD_LOOP} float32", [head_loop(x0[:CHECK_ROWS], X[:CHECK_ROWS], W_all)], [truth], 1e-5)
     a = torch.randn(n, D + 2 * N, generator=g)
-    b = torch.randn(D + 2 * N, M * D, generator=g)
-    t_gemm = rec.time(lambda: a @ b, method=GEMM, pass_="forward", **shape)
+    for heads in sizes.heads:  # the last is the target's M
+        W = W_all[:heads]
+        shape = {"n": n, "batch_heads": heads, "dv": D, "dtype": torch.float32, "keys": N, "problem": "features"}
+        t_fast = rec.time(
+            lambda W=W: random_feature_attention_features(x0, X, W), method=FEATURES, pass_="forward", **shape
+        )
+        t_loop = rec.time(lambda W=W: head_loop(x0, X, W), method=HEAD_LOOP, pass_="forward", **shape)
+        b = torch.randn(D + 2 * N, heads * D, generator=g)
+        t_gemm = rec.time(lambda b=b: a @ b, method=GEMM, pass_="forward", **shape)
     details = {"fast_seconds": t_fast, "loop_seconds": t_loop, "gemm_seconds": t_gemm, "n": n, "N": N, "d": d, "M": M}
     rec.target(f"A: {HEAD_LOOP} / {FEATURES}", t_loop / t_fast, 3.0, ">=", details)
     chunk = max(1, fast.CHUNK_BYTES // (n * (D + N) * 4))
@@ -111,15 +123,14 @@ def _bench_gram(rec: Recorder, sizes: Sizes) -> None:
     )
     rec.check(f"{GRAM} float32", [limit_kernel_gram(x0[:k], X[:k], x0p[:k], Xp[:k], mean="biased")], [truth], 1e-4)
 
-    rows = min(LOOP_ROWS, pairs)
-
-    def pair_loop() -> Tensor:
+    def pair_loop(p: int, rows: int) -> Tensor:
+        """The first ``rows`` rows of the ``p x p`` Gram, one :func:`limit_kernel_gram` call per pair."""
         return torch.stack(
             [
                 torch.cat(
                     [
                         limit_kernel_gram(x0[i : i + 1], X[i : i + 1], x0p[j : j + 1], Xp[j : j + 1], mean="biased")
-                        for j in range(pairs)
+                        for j in range(p)
                     ],
                     1,
                 )
@@ -127,10 +138,17 @@ def _bench_gram(rec: Recorder, sizes: Sizes) -> None:
             ]
         )
 
-    shape = {"n": pairs, "batch_heads": pairs, "dv": d + 1, "dtype": torch.float32, "keys": N}
-    t_gram = rec.time(lambda: limit_kernel_gram(x0, X, x0p, Xp, mean="biased"), method=GRAM, pass_="forward", **shape)
-    scaled = measure(pair_loop, min_run_time=rec.min_run_time) * pairs / rows
-    t_loop = rec.record(scaled, method=PAIR_LOOP, pass_="forward", **shape)
+    for p in sizes.pairs:  # the last is the target's size
+        rows = min(LOOP_ROWS, p)
+        shape = {"n": p, "batch_heads": p, "dv": d + 1, "dtype": torch.float32, "keys": N, "problem": "gram"}
+        t_gram = rec.time(
+            lambda p=p: limit_kernel_gram(x0[:p], X[:p], x0p[:p], Xp[:p], mean="biased"),
+            method=GRAM,
+            pass_="forward",
+            **shape,
+        )
+        scaled = measure(lambda p=p, rows=rows: pair_loop(p, rows), min_run_time=rec.min_run_time) * p / rows
+        t_loop = rec.record(scaled, method=PAIR_LOOP, pass_="forward", **shape)
     rec.target(
         f"B: {PAIR_LOOP} / {GRAM}", t_loop / t_gram, 20.0, ">=", {"gram_seconds": t_gram, "loop_seconds": t_loop}
     )
@@ -142,17 +160,38 @@ def run(rec: Recorder) -> None:
     _bench_gram(rec, sizes)
 
 
-def plot(results: dict[str, Any]) -> Figure:
-    """Seconds per method, as bars, for the two problems of the run."""
-    import matplotlib.pyplot as plt
+LABELS = {
+    FEATURES: "query-first, head-chunked (ours)",
+    HEAD_LOOP: "per-head loop of batched products",
+    GEMM: "one GEMM of the same flops (speed of light)",
+    GRAM: "limit-kernel Gram (ours)",
+    PAIR_LOOP: "per-pair loop (10 rows, scaled)",
+}
 
-    fig, ax = plt.subplots(figsize=(6, 3))
-    rows = results["rows"]
-    ax.barh([r["method"] for r in rows], [r["seconds"] for r in rows])
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds (median)")
-    ax.set_title(f"rfa benchmarks, {results['date']} ({results['device']})")
-    fig.tight_layout()
+
+def plot(results: dict[str, Any]) -> Figure:
+    """Seconds against heads ``M`` for the features (left) and against pairs per side for the Gram (right)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    panels = (
+        ("features", "batch_heads", "Features, n = {n}, N = {keys}, d = {d}, float32", "heads M"),
+        ("gram", "n", "Biased limit-kernel Gram, N = {keys}, d = {d}, float32", "input pairs per side"),
+    )
+    for ax, (problem, x, title, xlabel) in zip(fig.subplots(1, 2), panels, strict=True):
+        rows = [r for r in results["rows"] if r.get("problem") == problem]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = sorted((r[x], r["seconds"]) for r in rows if r["method"] == method)
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=LABELS[method])
+        first = rows[0]
+        timing_axes(
+            ax,
+            results,
+            title.format(n=first["n"], keys=first["keys"], d=first["dv"] - 1),
+            xlabel,
+            "seconds per call (median)",
+        )
+        ax.legend(fontsize="small")
     return fig
 
 
