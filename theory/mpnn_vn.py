@@ -359,6 +359,32 @@ def depth_errors(
     ]
 
 
+def leakage_bounds(case: DepthCase, dtype: torch.dtype) -> list[float]:
+    """Derived bound on ``ε(β)`` (scaled like :func:`depth_errors`) for each β in :data:`BETAS`.
+
+    With margin ``δ = min_t (α_tt - max_{j≠t} α_jt)``, layer ``t`` selects node ``t`` with leakage
+    ``λ = 1 - π_tt ≤ L = min(1, (n-1) e^{-βδ})``, so ``ṽ_t - v_t = Σ_j π_tj (v_j - v_t)`` is at most ``L R_v``
+    per coordinate (``R_v``: the largest coordinate range of ``V``) and each log-weight ``q_i·k̃_t`` moves by
+    at most ``η = L max_{i,j,t} |q_i·(k_j - k_t)|``; the weights' ratios then stay within ``e^{±2η}``, so
+    ``|out_i - SA_i| ≤ L R_v + (e^{2η} - 1) R_v / 2`` (book/mpnn_vn.md, "Our formulation and the paper's").
+    """
+    x, Wq, Wk, Wv = (t.to(dtype).to(F64) for t in (case.x, case.Wq, case.Wk, case.Wv))
+    alpha = x @ case.anchors.T  # (j, t): score of node j at anchor t
+    n = alpha.shape[0]
+    own = alpha.diagonal()
+    others = alpha.masked_fill(torch.eye(n, dtype=torch.bool), -math.inf).amax(0)
+    delta = float((own - others).min())
+    q, k, v = x @ Wq, x @ Wk, x @ Wv
+    qk = q @ k.T  # (i, j)
+    spread = float((qk[:, :, None] - qk[:, None, :]).abs().max())
+    r_v = float((v.amax(0) - v.amin(0)).max())
+    bounds = []
+    for beta in BETAS:
+        leak = min(1.0, (n - 1) * math.exp(-beta * delta))
+        bounds.append((leak * r_v + math.expm1(2 * leak * spread) * r_v / 2) / case.scale(dtype))
+    return bounds
+
+
 def check_softmax_by_depth(rec: Recorder, impls: Sequence[Implementation], ctx: CheckContext) -> None:
     """``ε(β)`` non-increasing, log-linear decay, ``ε(64) ≤ 1e-10`` at ``n = 12``; ``n - 1`` layers and
     margin 0 keep an error (book/mpnn_vn.md, "The claims")."""
@@ -373,6 +399,13 @@ def check_softmax_by_depth(rec: Recorder, impls: Sequence[Implementation], ctx: 
                     case = depth_case(seed=seed)
                     eps = depth_errors(impl.fn, case, dtype, device)
                     rec.notes.setdefault("epsilon(beta)", {})[f"{name} seed {seed}"] = eps
+                    bounds = leakage_bounds(case, dtype)
+                    rec.record(
+                        f"{name}: ε(β) within the derived leakage bound at every β (max ε / (bound + floor))",
+                        max(e / (b + floor) for e, b in zip(eps, bounds, strict=True)),
+                        1.0,
+                        "bounds " + ", ".join(f"{b:.2g}" for b in bounds),
+                    )
                     rise = max(b - max(a, floor) for a, b in itertools.pairwise(eps))
                     rec.record(
                         f"{name}: ε(β) non-increasing over β = 1..64 (largest rise above {floor:g})",
@@ -737,6 +770,7 @@ ATTENTION_MUTANTS = (
     mut.ONE_VN_FOR_THE_BATCH,
     mut.PADDING_THROUGH_PHI,
     mut.SELF_TERM_DROPPED,
+    mut.VN_BEFORE_LOCAL_CONV,
 )
 
 CLAIMS = (
@@ -788,7 +822,7 @@ CLAIMS = (
         ),
         check=check_softmax_by_depth,
         subject=DEPTH,
-        mutants=(mut.DEPTH_OFF_BY_ONE, mut.SHARPNESS_IGNORED, mut.VN_MEAN_NOT_SOFTMAX),
+        mutants=(mut.DEPTH_OFF_BY_ONE, mut.SHARPNESS_IGNORED, mut.VN_MEAN_NOT_SOFTMAX, mut.SELECTION_SCALED),
         dtypes=(F64, F32),
     ),
     Claim(

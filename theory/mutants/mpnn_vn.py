@@ -3,7 +3,8 @@
 Each has the signature of the subject it replaces; every claim listing it must reject it by a
 numeric finding (``tests/test_claims.py``).  Most are the pitfalls of building a virtual node by
 hand: the VN leaking into its own sum or the keys, a misplaced normaliser, edges or other graphs
-leaking into the attention, padding fed through φ, a dropped self term, a redrawn ``Ω``.
+leaking into the attention, the VN injected before the local convolution, padding fed through φ, a
+dropped self term, a redrawn ``Ω``.
 """
 
 from __future__ import annotations
@@ -125,6 +126,15 @@ def per_key_shift(x, edge_index, batch, Wq, Wk, Wv, omega):  # type: ignore[no-u
     return out
 
 
+def vn_before_local_conv(x, edge_index, batch, Wq, Wk, Wv, omega=None):  # type: ignore[no-untyped-def]
+    """OGB-style ordering: the VN's broadcast enters the node states *before* the local convolution, whose mean
+    over each node and its in-neighbours then mixes the neighbours' attention readouts into every output."""
+    h = ref.linear_attention_layer(x, batch, Wq, Wk, Wv, _phi(omega))
+    src, dst = edge_index
+    degree = torch.ones(x.shape[0], dtype=x.dtype).index_add_(0, dst, torch.ones(dst.shape[0], dtype=x.dtype))
+    return h.index_add(0, dst, h[src]) / degree[:, None]
+
+
 VN_ZERO_ROW_IN_KEYS = Mutant("vn_zero_row_in_keys", vn_zero_row_in_keys.__doc__ or "", vn_zero_row_in_keys)
 VN_MEAN_ROW_AGGREGATED = Mutant("vn_aggregates_itself", vn_mean_row_aggregated.__doc__ or "", vn_mean_row_aggregated)
 NORMALIZER_AT_VN = Mutant("normalizer_at_vn", normalizer_at_vn.__doc__ or "", normalizer_at_vn)
@@ -132,6 +142,7 @@ NUMERATOR_MEAN = Mutant("divided_by_n", numerator_mean_aggregated.__doc__ or "",
 EDGES_IN_ATTENTION = Mutant("edges_in_attention", edges_in_attention.__doc__ or "", edges_in_attention)
 ONE_VN_FOR_THE_BATCH = Mutant("cross_graph_leakage", one_vn_for_the_batch.__doc__ or "", one_vn_for_the_batch)
 PADDING_THROUGH_PHI = Mutant("padding_before_phi", padding_through_phi.__doc__ or "", padding_through_phi)
+VN_BEFORE_LOCAL_CONV = Mutant("vn_before_local_conv", vn_before_local_conv.__doc__ or "", vn_before_local_conv)
 SELF_TERM_DROPPED = Mutant("self_term_dropped", self_term_dropped.__doc__ or "", self_term_dropped)
 OMEGA_REDRAWN = Mutant("omega_redrawn", omega_redrawn.__doc__ or "", omega_redrawn)
 PER_KEY_SHIFT = Mutant("per_key_shift", per_key_shift.__doc__ or "", per_key_shift)
@@ -163,9 +174,18 @@ def vn_mean_not_softmax(x, Wq, Wk, Wv, anchors, beta):  # type: ignore[no-untype
     return num / den
 
 
+def selection_scaled_by_sqrt_d(x, Wq, Wk, Wv, anchors, beta):  # type: ignore[no-untyped-def]
+    """The VN's selection scores get dot-product attention's ``1/√d`` (sharpness ``β/√d``): the leakage exceeds
+    the bound derived for ``β``."""
+    return ref.softmax_by_depth(x, Wq, Wk, Wv, anchors, beta / math.sqrt(x.shape[1]))
+
+
 DEPTH_OFF_BY_ONE = Mutant("depth_off_by_one", depth_off_by_one.__doc__ or "", depth_off_by_one)
 SHARPNESS_IGNORED = Mutant("sharpness_ignored", sharpness_ignored.__doc__ or "", sharpness_ignored)
 VN_MEAN_NOT_SOFTMAX = Mutant("vn_mean_not_softmax", vn_mean_not_softmax.__doc__ or "", vn_mean_not_softmax)
+SELECTION_SCALED = Mutant(
+    "selection_scaled_by_sqrt_d", selection_scaled_by_sqrt_d.__doc__ or "", selection_scaled_by_sqrt_d
+)
 
 # ---------------------------------------------------------------------------
 # FAVOR+ subject: fn(u (..., d), omega (m, d)) -> (..., m)
