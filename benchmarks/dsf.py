@@ -13,8 +13,8 @@ CPU float32, ``B = 1``, ``H = 8``, ``Dk = Dv = 64``, gates ``log σ(x) / 16`` pe
 * **F** — :func:`~attnverify.fast.selective_scan` at ``(B, D, N, L) = (1, 256, 16, 8192)``: the step loop
   (``reference.dsf.selective_scan``) over the chunked scan; target ``>= 3``.  Details: the scan's time over a
   ``clone()`` of one ``(B, D, L, N)`` float32 tensor (the traffic a scan that formed it would need).
-* **GPU** (CUDA only) — the Triton GLA kernel against flash-linear-attention's ``chunk_gla``: not run here
-  (no Triton GLA kernel yet), recorded as skipped.
+* **GPU** (CUDA only) — the Triton GLA kernel against flash-linear-attention's ``chunk_gla``: not measured by
+  this suite yet (it needs a GPU and flash-linear-attention), recorded as skipped.
 
 Each configuration is checked against a float64 reference before it is timed.  The fast kernels are timed
 with ``blocked_autorange``; the baselines that take seconds per call (the step loops, the quadratic form) are
@@ -261,7 +261,8 @@ def run(rec: Recorder) -> None:
     _gla(rec, sizes)
     _scan(rec, sizes)
     rec.skip(
-        "GPU: Triton GLA forward+backward vs flash-linear-attention chunk_gla", "not run: no Triton GLA kernel yet"
+        "GPU: Triton GLA forward+backward vs flash-linear-attention chunk_gla",
+        "not measured by this suite yet: needs CUDA and flash-linear-attention",
     )
 
 
