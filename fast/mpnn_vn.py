@@ -179,8 +179,9 @@ def size_classes(batch: Tensor, B: int) -> tuple[Tensor, Tensor, list[Tensor]]:
 def layout(batch: Tensor, B: int) -> Layout:
     """Blocks of at most :data:`BLOCK_ROWS` padded rows, each holding whole graphs of one size class.
 
-    A graph larger than a block is a block of its own.  All index work is vectorized per class (a few
-    dozen classes at most), none per graph.
+    A graph larger than a block is a block of its own, unpadded (its rows are contiguous).  All index
+    work is vectorized per class (a few dozen classes at most); the only per-graph step is for graphs
+    of more than :data:`BLOCK_ROWS` nodes.
     """
     N = batch.shape[0]
     counts, ptr, classes = size_classes(batch, B)
@@ -190,6 +191,13 @@ def layout(batch: Tensor, B: int) -> Layout:
     for ids in classes:
         sizes = counts[ids]
         G, n = len(ids), int(sizes.max())
+        if n > BLOCK_ROWS:
+            for first, size in zip(ptr[ids].tolist(), sizes.tolist(), strict=True):
+                blocks.append(Block(1, size, slice(first, first + size), None))
+                nodes.append(torch.arange(first, first + size, device=batch.device))
+                slots.append(torch.arange(offset, offset + size, device=batch.device))
+                offset += size
+            continue
         per = max(1, BLOCK_ROWS // n)
         position = torch.arange(n, device=batch.device)
         valid = position < sizes[:, None]  # (G, n)
@@ -250,6 +258,27 @@ def segment_attention_torch(phi_q: Tensor, phi_k: Tensor, v: Tensor, batch: Tens
     return _assemble([_attend(blk.take(phi_q), blk.take(phi_k), blk.take(v), blk) for blk in plan.blocks], plan)
 
 
+def _streamed(x: Tensor, W: Tensor, dk: int, feature_map: FeatureMapArg) -> Tensor:
+    """One graph larger than a block, in row blocks: ``[S | z]`` summed over them, then each block read out.
+
+    Every block's work stays in cache, so the time grows linearly with ``n``; ``φ(Q)`` is kept (``n m``).
+    """
+    state, queries = None, []
+    for rows in torch.split(x, BLOCK_ROWS):
+        qkv = rows @ W
+        phi_q, phi_k = _features(qkv[:, : 2 * dk], feature_map, None, _no_groups, None)
+        part = phi_k.T @ torch.cat([qkv[:, 2 * dk :], qkv.new_ones(rows.shape[0], 1)], 1)
+        state = part if state is None else state + part
+        queries.append(phi_q)
+    assert state is not None
+    outs = [phi_q @ state for phi_q in queries]
+    return torch.cat([out[:, :-1] / out[:, -1:] for out in outs])
+
+
+def _no_groups() -> tuple[Tensor, int]:
+    raise AssertionError("graph ids are only needed for FAVOR+'s key shift")
+
+
 def _segment_torch(
     x: Tensor, W: Tensor, dk: int, batch: Tensor, B: int, feature_map: FeatureMapArg, omega: Tensor | None
 ) -> Tensor:
@@ -258,6 +287,9 @@ def _segment_torch(
     plan = layout(batch, B)
     outs = []
     for blk in plan.blocks:
+        if blk.n > BLOCK_ROWS and feature_map != "favor+":  # (FAVOR+'s key shift needs the whole graph)
+            outs.append(_streamed(x[blk.rows], W, dk, feature_map))
+            continue
         qkv = blk.take(x) @ W
         phi_q, phi_k = _features(
             qkv[:, : 2 * dk], feature_map, omega, lambda b=blk: (b.group(x.device), b.G), blk.valid

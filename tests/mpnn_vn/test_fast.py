@@ -126,7 +126,10 @@ def test_nan_scratch(nan_scratch) -> None:
 
 
 @pytest.mark.parametrize("feature_map", ["elu1", "favor+", "callable"])
-def test_gradcheck(feature_map: str) -> None:
+@pytest.mark.parametrize("block_rows", [4096, 2])
+def test_gradcheck(monkeypatch, feature_map: str, block_rows: int) -> None:
+    """Gradients through the blocked path, and (blocks of 2 rows) through graphs streamed in row blocks."""
+    monkeypatch.setattr(mpnn_vn_fast, "BLOCK_ROWS", block_rows)
     omega = ref.gaussian_omega(5, 4, seed=0) if feature_map == "favor+" else None
     case = graph_case((3, 1, 4), "empty", seed=5, omega=omega)
     x, _, batch, Wq, Wk, Wv, *_ = case.args(F64, "cpu")
