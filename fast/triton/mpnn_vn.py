@@ -4,12 +4,13 @@ What the virtual node computes, in two kernels over a sorted batch with offsets 
 
 1. **accumulate** — one program per (graph, block of ``BLOCK_M`` features, block of ``BLOCK_V`` value
    columns) walks the graph's rows ``[ptr_g, ptr_{g+1})`` in masked tiles of ``BLOCK_N`` and sums
-   ``S_g = Φ_Kᵀ V`` (and, in the first value block, ``z_g = Φ_Kᵀ 1``) in registers;
+   ``S_g = Φ_Kᵀ V`` with ``tl.dot`` on each tile (and, in the first value block, ``z_g = Φ_Kᵀ 1``) in registers;
 2. **readout** — one program per (graph, tile of ``BLOCK_N`` rows, block of value columns), exiting
-   early past the graph's end, computes ``φ(q_i)ᵀ S_g / φ(q_i)ᵀ z_g``.
+   early past the graph's end, computes ``φ(q_i)ᵀ S_g`` (``tl.dot`` per feature block) ``/ φ(q_i)ᵀ z_g``.
 
 No ``n²`` term; every input row is read once per value block, ``S`` and ``z`` are ``B m (d_v + 1)``
-numbers.  Accumulation is float32 (float64 for float64 inputs), products in full precision (no TF32).
+numbers.  Accumulation is float32 (float64 for float64 inputs), products in full precision
+(``input_precision="ieee"``: no TF32).
 The backward re-runs the torch segment path under autograd (:class:`SegmentAttention`).  Verified,
 like the torch path, against ``attnverify.reference.mpnn_vn.linear_attention_layer``.
 """
@@ -53,7 +54,7 @@ def _accumulate_kernel(  # type: ignore[no-untyped-def]
         v = tl.load(
             V_ptr + rows[:, None] * DV + cols_v[None, :], mask=live[:, None] & (cols_v[None, :] < DV), other=0.0
         )
-        S += tl.sum(k.to(acc_dtype)[:, :, None] * v.to(acc_dtype)[:, None, :], axis=0)
+        S += tl.dot(tl.trans(k.to(acc_dtype)), v.to(acc_dtype), input_precision="ieee")  # (BLOCK_M, BLOCK_V)
         z += tl.sum(k.to(acc_dtype), axis=0)
     s_mask = (cols_m[:, None] < M) & (cols_v[None, :] < DV)
     tl.store(S_ptr + g * M * DV + cols_m[:, None] * DV + cols_v[None, :], S, mask=s_mask)
@@ -97,7 +98,7 @@ def _readout_kernel(  # type: ignore[no-untyped-def]
             )
             z = tl.load(Z_ptr + g * M + cols_m, mask=in_m, other=0.0)
             q = q.to(acc_dtype)
-            num += tl.sum(q[:, :, None] * s.to(acc_dtype)[None, :, :], axis=1)
+            num += tl.dot(q, s.to(acc_dtype), input_precision="ieee")  # (BLOCK_N, BLOCK_V)
             den += tl.sum(q * z.to(acc_dtype)[None, :], axis=1)
         out = num / tl.where(live, den, 1.0)[:, None]
         tl.store(O_ptr + rows[:, None] * DV + cols_v[None, :], out, mask=live[:, None] & (cols_v[None, :] < DV))
