@@ -145,6 +145,9 @@ class _TritonFeatures(torch.autograd.Function):
 
 _GL_RULES = tuple((bound, np.polynomial.legendre.leggauss(n)) for bound, n in ((0.3, 6), (0.75, 12), (0.925, 20)))
 """Genz's Gauss-Legendre rule per band of ``|rho|``: 6 nodes below 0.3, 12 below 0.75, 20 below 0.925."""
+_GL_RULES_F32 = tuple((bound, np.polynomial.legendre.leggauss(n)) for bound, n in ((0.75, 6), (0.925, 12)))
+"""Below float64: 6 nodes up to 0.75, 12 up to 0.925 (absolute errors below 2e-9 and 3e-11, under float32's
+rounding of a probability; measured against scipy in the tests)."""
 _SQRT2 = math.sqrt(2.0)
 _TWO_PI = 2 * math.pi
 
@@ -171,7 +174,7 @@ def _upper_bvn_low(h: Tensor, k: Tensor, r: Tensor, nodes: np.ndarray, weights: 
 
 def _upper_bvn_high(h: Tensor, k: Tensor, r: Tensor) -> Tensor:
     """``|r| >= 0.925``: a series in ``1 - r^2`` plus a 20-node quadrature of what it misses (Genz 2004)."""
-    t = torch.as_tensor(_GL_RULES[-1][1][0], dtype=h.dtype, device=h.device)
+    t = torch.as_tensor(_GL_RULES[-1][1][0], dtype=h.dtype, device=h.device)  # 20 nodes whatever the dtype
     w = torch.as_tensor(_GL_RULES[-1][1][1], dtype=h.dtype, device=h.device)
     neg = r < 0
     kk = torch.where(neg, -k, k)
@@ -207,15 +210,16 @@ def _upper_bvn(h: Tensor, k: Tensor, r: Tensor) -> Tensor:
     h, k, r = torch.broadcast_tensors(h, k, r)
     shape = h.shape
     h, k, r = h.reshape(-1), k.reshape(-1), r.reshape(-1)
-    bounds = torch.tensor([bound for bound, _ in _GL_RULES], dtype=r.dtype, device=r.device)
-    band = torch.bucketize(r.abs(), bounds, right=True)  # 0, 1, 2: the rules; 3: |r| >= 0.925
+    rules = _GL_RULES if h.dtype == torch.float64 else _GL_RULES_F32
+    bounds = torch.tensor([bound for bound, _ in rules], dtype=r.dtype, device=r.device)
+    band = torch.bucketize(r.abs(), bounds, right=True)  # the rules in order; the last band: |r| >= 0.925
     out = torch.zeros_like(h)
-    for i in range(len(_GL_RULES) + 1):
+    for i in range(len(rules) + 1):
         idx = (band == i).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
         hi, ki, ri = h[idx], k[idx], r[idx]
-        vals = _upper_bvn_low(hi, ki, ri, *_GL_RULES[i][1]) if i < len(_GL_RULES) else _upper_bvn_high(hi, ki, ri)
+        vals = _upper_bvn_low(hi, ki, ri, *rules[i][1]) if i < len(rules) else _upper_bvn_high(hi, ki, ri)
         out = out.index_put((idx,), vals)
     return out.clamp(0, 1).reshape(shape)
 
