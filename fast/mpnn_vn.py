@@ -140,12 +140,14 @@ CLASSES_PER_OCTAVE = 4
 @dataclass(frozen=True)
 class Block:
     """``G`` graphs of one size class, each padded to ``n`` rows: ``rows`` of ``x`` (a slice when they are
-    contiguous and unpadded), and ``valid`` (``G n``, bool) marking real rows (``None``: no padding)."""
+    contiguous and unpadded), ``valid`` (``G n``, bool) marking real rows (``None``: no padding), and
+    ``dest``: the output row of each padded row (a slice, or a tensor holding ``N`` for padding)."""
 
     G: int
     n: int
     rows: slice | Tensor
     valid: Tensor | None
+    dest: slice | Tensor
 
     def take(self, t: Tensor) -> Tensor:
         """This block's rows of the node-ordered ``t`` (padding rows repeat a real row; ``valid`` masks them)."""
@@ -154,15 +156,6 @@ class Block:
     def group(self, device: torch.device) -> Tensor:
         """``(G n,)``: each padded row's graph within the block."""
         return torch.arange(self.G, device=device).repeat_interleave(self.n)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The blocks of a batch, and ``back`` (``N``): the row of the blocks' concatenated outputs that holds
-    node ``i`` (``None`` when that is row ``i``)."""
-
-    blocks: list[Block]
-    back: Tensor | None
 
 
 def size_classes(batch: Tensor, B: int) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -177,7 +170,7 @@ def size_classes(batch: Tensor, B: int) -> tuple[Tensor, Tensor, list[Tensor]]:
     return counts, ptr, list(torch.split(graphs[order], per_class.tolist()))
 
 
-def layout(batch: Tensor, B: int) -> Layout:
+def layout(batch: Tensor, B: int) -> list[Block]:
     """Blocks of at most :data:`BLOCK_ROWS` padded rows, each holding whole graphs of one size class.
 
     A graph larger than a block is a block of its own, unpadded (its rows are contiguous).  All index
@@ -187,91 +180,110 @@ def layout(batch: Tensor, B: int) -> Layout:
     N = batch.shape[0]
     counts, ptr, classes = size_classes(batch, B)
     blocks: list[Block] = []
-    nodes, slots = [], []
-    offset = 0
     for ids in classes:
         sizes = counts[ids]
         G, n = len(ids), int(sizes.max())
         if n > BLOCK_ROWS:
             for first, size in zip(ptr[ids].tolist(), sizes.tolist(), strict=True):
-                blocks.append(Block(1, size, slice(first, first + size), None))
-                nodes.append(torch.arange(first, first + size, device=batch.device))
-                slots.append(torch.arange(offset, offset + size, device=batch.device))
-                offset += size
+                rows = slice(first, first + size)
+                blocks.append(Block(1, size, rows, None, rows))
             continue
         per = max(1, BLOCK_ROWS // n)
         position = torch.arange(n, device=batch.device)
         valid = position < sizes[:, None]  # (G, n)
         index = ptr[ids, None] + position
-        full = bool(valid.all())
-        if full and int(ids[-1] - ids[0]) == G - 1:  # equal sizes, consecutive ids: rows [first, first + G n)
+        if (
+            bool(valid.all()) and int(ids[-1] - ids[0]) == G - 1
+        ):  # equal sizes, consecutive ids: rows [first, first + G n)
             first = int(ptr[ids[0]])
-            blocks += [
-                Block(min(per, G - s), n, slice(first + s * n, first + min(G, s + per) * n), None)
-                for s in range(0, G, per)
-            ]
-        else:
-            index = index.clamp(max=N - 1)  # padding repeats a real row; `valid` keeps it out of every sum
-            for rows, ok in zip(torch.split(index, per), torch.split(valid, per), strict=True):
-                blocks.append(Block(rows.shape[0], n, rows.flatten(), None if full else ok.flatten()))
-        flat = valid.flatten()
-        nodes.append(index.flatten()[flat])
-        slots.append(offset + torch.nonzero(flat).flatten())
-        offset += G * n
-    back = torch.empty_like(batch)
-    back[torch.cat(nodes)] = torch.cat(slots)
-    if offset == N and bool((back == torch.arange(N, device=batch.device)).all()):
-        return Layout(blocks, None)
-    return Layout(blocks, back)
+            for s in range(0, G, per):
+                rows = slice(first + s * n, first + min(G, s + per) * n)
+                blocks.append(Block(min(per, G - s), n, rows, None, rows))
+            continue
+        dest = index.masked_fill(~valid, N)  # padding writes to a spare row past the end
+        index = index.clamp(max=N - 1)  # padding repeats a real row; `valid` keeps it out of every sum
+        full = bool(valid.all())
+        for rows, ok, to in zip(torch.split(index, per), torch.split(valid, per), torch.split(dest, per), strict=True):
+            blocks.append(Block(rows.shape[0], n, rows.flatten(), None if full else ok.flatten(), to.flatten()))
+    return blocks
 
 
-def _attend(phi_q: Tensor, phi_k: Tensor, v: Tensor, block: Block) -> Tensor:
-    """One block's ``φ(q_i)ᵀ S_g / φ(q_i)ᵀ z_g`` (``G n`` rows, padding rows included).
+FORMS = ("quadratic", "state", "state_x", "quadratic_x")
+"""How a block multiplies (per graph of ``n`` rows): ``(Φ_Q Φ_Kᵀ) V``, ``Φ_Q (Φ_Kᵀ V)``,
+``Φ_Q ((Φ_Kᵀ X) W_V)`` and ``((Φ_Q Φ_Kᵀ) X) W_V``; the ``_x`` forms never project ``V = X W_V``."""
 
-    ``[S_g | z_g] = Φ_Kᵀ [V | 1]`` with padding rows of ``[V | 1]`` zeroed, so padding adds nothing to
-    any sum.  Per graph, the state form ``Φ_Q (Φ_Kᵀ [V|1])`` costs ``2 n m (d_v+1)`` multiply-adds and the
-    quadratic form ``(Φ_Q Φ_Kᵀ) [V|1]`` costs ``n² (m+d_v+1)``: the cheaper one is used (small graphs:
-    quadratic, without ever forming ``B m d_v`` states larger than the graphs).
+
+def choose_form(n: int, m: int, d: int, dv: int) -> str:
+    """The form of :data:`FORMS` with the fewest multiply-adds for graphs of ``n`` rows (ties: the earlier)."""
+    cost = {
+        "quadratic": n * d * dv + n * n * (m + dv + 1),
+        "state": n * d * dv + n * m * (2 * dv + 2),
+        "state_x": n * m * (d + dv + 2) + m * d * dv,
+        "quadratic_x": n * n * (m + d + 1) + n * d * dv,
+    }
+    return min(FORMS, key=cost.__getitem__)
+
+
+def _attend(phi_q: Tensor, phi_k: Tensor, block: Block, form: str, vx: Tensor, Wv: Tensor | None = None) -> Tensor:
+    """One block's ``φ(q_i)ᵀ S_g / φ(q_i)ᵀ z_g`` (``G n`` rows, padding rows included) in ``form``.
+
+    ``vx`` is ``V`` (forms ``quadratic``, ``state``) or ``X`` (the ``_x`` forms, ``S_g = (Φ_Kᵀ X_g) W_V``,
+    which replaces the ``n d d_v`` projection by ``m d d_v`` per graph).  Padding rows of ``Φ_K`` are
+    zeroed, so padding adds nothing to any sum; ``z_g = Φ_Kᵀ 1`` is a column sum of ``Φ_K`` and the
+    quadratic form's denominator a row sum of ``Φ_Q Φ_Kᵀ``.
     """
     G, n, m = block.G, block.n, phi_k.shape[1]
-    ones = v.new_ones(v.shape[0], 1) if block.valid is None else block.valid[:, None].to(v.dtype)
-    v1 = torch.cat([v, ones], 1)
     if block.valid is not None:
-        v1 = v1 * ones
-    Q, K, V = phi_q.reshape(G, n, m), phi_k.reshape(G, n, m), v1.view(G, n, -1)
-    if n * (m + V.shape[2]) < 2 * m * V.shape[2]:
-        out = torch.bmm(torch.bmm(Q, K.transpose(1, 2)), V)
-    else:
-        out = torch.bmm(Q, torch.bmm(K.transpose(1, 2), V))
-    out = out.view(G * n, -1)
+        phi_k = phi_k * block.valid[:, None].to(phi_k.dtype)
+    Q, K, VX = phi_q.reshape(G, n, m), phi_k.reshape(G, n, m), vx.reshape(G, n, -1)
+    if form in ("quadratic", "quadratic_x"):
+        A = torch.bmm(Q, K.transpose(1, 2))
+        num = torch.bmm(A, VX)
+        if Wv is not None:
+            num = num.view(G * n, -1) @ Wv
+        return num.reshape(G * n, -1) / A.sum(2).view(G * n, 1)
+    S = torch.bmm(K.transpose(1, 2), VX)
+    if Wv is not None:
+        S = (S.view(G * m, -1) @ Wv).view(G, m, -1)
+    out = torch.bmm(Q, torch.cat([S, K.sum(1).unsqueeze(2)], 2)).view(G * n, -1)
     return out[:, :-1] / out[:, -1:]
 
 
-def _assemble(outs: list[Tensor], plan: Layout) -> Tensor:
-    """The blocks' outputs in node order (padding rows dropped)."""
-    out = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return out if plan.back is None else out.index_select(0, plan.back)
+def _assemble(outs: list[Tensor], blocks: list[Block], N: int) -> Tensor:
+    """The blocks' outputs written once into node order (padding rows go to a spare row, then dropped)."""
+    if len(blocks) == 1 and isinstance(blocks[0].dest, slice):  # one unpadded block: rows 0..N-1 in order
+        return outs[0]
+    out = outs[0].new_empty(N + 1, outs[0].shape[1])
+    for blk, o in zip(blocks, outs, strict=True):
+        if isinstance(blk.dest, slice):
+            out[blk.dest] = o
+        else:
+            out.index_copy_(0, blk.dest, o)
+    return out[:N]
 
 
 def segment_attention_torch(phi_q: Tensor, phi_k: Tensor, v: Tensor, batch: Tensor, B: int) -> Tensor:
     """``out_i = φ(q_i)ᵀ S_{b_i} / φ(q_i)ᵀ z_{b_i}`` from node-ordered features, block by block (:func:`layout`)."""
-    plan = layout(batch, B)
-    return _assemble([_attend(blk.take(phi_q), blk.take(phi_k), blk.take(v), blk) for blk in plan.blocks], plan)
+    blocks, m, dv = layout(batch, B), phi_k.shape[1], v.shape[1]
+    outs = []
+    for blk in blocks:
+        form = "quadratic" if choose_form(blk.n, m, dv, dv) == "quadratic" else "state"
+        outs.append(_attend(blk.take(phi_q), blk.take(phi_k), blk, form, blk.take(v)))
+    return _assemble(outs, blocks, batch.shape[0])
 
 
-def _streamed(x: Tensor, W: Tensor, dk: int, feature_map: FeatureMapArg) -> Tensor:
-    """One graph larger than a block, in row blocks: ``[S | z]`` summed over them, then each block read out.
-
-    Every block's work stays in cache, so the time grows linearly with ``n``; ``φ(Q)`` is kept (``n m``).
-    """
+def _streamed(x: Tensor, W: Tensor, dk: int, Wv: Tensor, feature_map: FeatureMapArg) -> Tensor:
+    """One graph larger than a block, in row blocks: ``[P | z] = Σ Φ_Kᵀ [X | 1]`` over them, ``S = P W_V``,
+    then each block read out.  Every block's work stays in cache, so the time grows linearly with ``n``;
+    ``φ(Q)`` is kept (``n m``)."""
     state, queries = None, []
     for rows in torch.split(x, BLOCK_ROWS):
-        qkv = rows @ W
-        phi_q, phi_k = _features(qkv[:, : 2 * dk], feature_map, None, _no_groups, None)
-        part = phi_k.T @ torch.cat([qkv[:, 2 * dk :], qkv.new_ones(rows.shape[0], 1)], 1)
+        phi_q, phi_k = _features(rows @ W, feature_map, None, _no_groups, None)
+        part = torch.cat([phi_k.T @ rows, phi_k.sum(0)[:, None]], 1)
         state = part if state is None else state + part
         queries.append(phi_q)
     assert state is not None
+    state = torch.cat([state[:, :-1] @ Wv, state[:, -1:]], 1)
     outs = [phi_q @ state for phi_q in queries]
     return torch.cat([out[:, :-1] / out[:, -1:] for out in outs])
 
@@ -281,22 +293,38 @@ def _no_groups() -> tuple[Tensor, int]:
 
 
 def _segment_torch(
-    x: Tensor, W: Tensor, dk: int, batch: Tensor, B: int, feature_map: FeatureMapArg, omega: Tensor | None
+    x: Tensor,
+    Wq: Tensor,
+    Wk: Tensor,
+    Wv: Tensor,
+    batch: Tensor,
+    B: int,
+    feature_map: FeatureMapArg,
+    m: int,
+    omega: Tensor | None,
 ) -> Tensor:
     """Projections, features and attention block by block: a block gathers its rows of ``x`` once and
-    runs one GEMM for ``[Q | K | V] = x [W_Q | W_K | W_V]``, so its intermediates stay in cache."""
-    plan = layout(batch, B)
+    runs one GEMM for ``[Q | K] = x [W_Q | W_K]`` (``[Q | K | V]`` when its form projects ``V``), so its
+    intermediates stay in cache; ``m`` (the feature count, ``d_k`` for a callable) picks each block's form."""
+    blocks = layout(batch, B)
+    dk, d, dv = Wq.shape[1], x.shape[1], Wv.shape[1]
+    Wqk = torch.cat([Wq, Wk], 1)
+    Wqkv = torch.cat([Wqk, Wv], 1)
     outs = []
-    for blk in plan.blocks:
+    for blk in blocks:
         if blk.n > BLOCK_ROWS and feature_map != "favor+":  # (FAVOR+'s key shift needs the whole graph)
-            outs.append(_streamed(x[blk.rows], W, dk, feature_map))
+            outs.append(_streamed(x[blk.rows], Wqk, dk, Wv, feature_map))
             continue
-        qkv = blk.take(x) @ W
+        form = choose_form(blk.n, m, d, dv)
+        rows = blk.take(x)
+        projected = form in ("quadratic", "state")
+        qkv = rows @ (Wqkv if projected else Wqk)
         phi_q, phi_k = _features(
             qkv[:, : 2 * dk], feature_map, omega, lambda b=blk: (b.group(x.device), b.G), blk.valid
         )
-        outs.append(_attend(phi_q, phi_k, qkv[:, 2 * dk :], blk))
-    return _assemble(outs, plan)
+        vx, w = (qkv[:, 2 * dk :], None) if projected else (rows, Wv)
+        outs.append(_attend(phi_q, phi_k, blk, form, vx, w))
+    return _assemble(outs, blocks, x.shape[0])
 
 
 def segment_linear_attention(
@@ -358,13 +386,14 @@ def segment_linear_attention(
         return x.new_zeros(0, Wv.shape[1])
     x, Wq, Wk, Wv = (t.to(acc) for t in (x, Wq, Wk, Wv))
     omega = None if omega is None else omega.to(acc)
-    dk, W = Wq.shape[1], torch.cat([Wq, Wk, Wv], 1)  # one GEMM for the three projections
     if chosen == "triton":
         from attnverify.fast.triton.mpnn_vn import segment_attention_triton
 
-        qkv = x @ W
+        dk = Wq.shape[1]
+        qkv = x @ torch.cat([Wq, Wk, Wv], 1)  # one GEMM for the three projections
         phi_q, phi_k = _features(qkv[:, : 2 * dk], feature_map, omega, lambda: (batch, B), None)
         out = segment_attention_triton(phi_q, phi_k, qkv[:, 2 * dk :], batch, B)
     else:
-        out = _segment_torch(x, W, dk, batch, B, feature_map, omega)
+        m = omega.shape[0] if omega is not None else Wq.shape[1]
+        out = _segment_torch(x, Wq, Wk, Wv, batch, B, feature_map, m, omega)
     return out.to(out_dtype)
