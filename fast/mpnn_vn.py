@@ -129,10 +129,11 @@ def _features(
     return phi_q, phi_k
 
 
-BLOCK_ROWS = 8192
-"""Padded rows per block: a block's projections, features and products (about 2 kB a row at
-``d = d_k = d_v = 64``, some 15 MB a block) stay in the last-level cache instead of streaming through
-memory, and a batch takes few enough blocks that per-operation overheads stay small."""
+BLOCK_ROWS = 4096
+"""Padded rows per block: a block's projections, features and products (under 2 kB a row at
+``d = d_k = d_v = 64``, some 7 MB a block) stay in a share of the last-level cache instead of streaming
+through memory, and a batch takes few enough blocks that per-operation overheads stay small (single-thread
+CPU time on a shared 2-core machine: 4096 rows some 10% below 8192 for both benchmark batches)."""
 CLASSES_PER_OCTAVE = 4
 """Size classes ``(2^{c/4}, 2^{(c+1)/4}]``: padding a graph to its class's largest wastes < 2^{1/4} - 1 of its rows."""
 

@@ -127,7 +127,7 @@ def test_nan_scratch(nan_scratch) -> None:
 
 
 @pytest.mark.parametrize("feature_map", ["elu1", "favor+", "callable"])
-@pytest.mark.parametrize("block_rows", [8192, 2])
+@pytest.mark.parametrize("block_rows", [4096, 2])
 def test_gradcheck(monkeypatch, feature_map: str, block_rows: int) -> None:
     """Gradients through the blocked path, and (blocks of 2 rows) through graphs streamed in row blocks."""
     monkeypatch.setattr(mpnn_vn_fast, "BLOCK_ROWS", block_rows)
