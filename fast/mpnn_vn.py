@@ -96,6 +96,8 @@ def _features(
     dk = qk.shape[1] // 2
     if feature_map == "elu1":
         phi = F.elu(qk).add_(1)  # one pass for both (elu's backward keeps its input, so add_ is safe)
+        if valid is not None:
+            phi[:, dk:].mul_(valid[:, None])
         return phi[:, :dk], phi[:, dk:]
     q, k = qk[:, :dk], qk[:, dk:]
     if feature_map == "favor+":
@@ -126,7 +128,7 @@ def _features(
         raise ValueError(
             f"feature_map: φ(x Wq) and φ(x Wk) differ in shape: {tuple(phi_q.shape)} vs {tuple(phi_k.shape)}"
         )
-    return phi_q, phi_k
+    return phi_q, phi_k if valid is None else phi_k * valid[:, None]
 
 
 BLOCK_ROWS = 4096
@@ -229,13 +231,11 @@ def _attend(phi_q: Tensor, phi_k: Tensor, block: Block, form: str, vx: Tensor, W
     """One block's ``φ(q_i)ᵀ S_g / φ(q_i)ᵀ z_g`` (``G n`` rows, padding rows included) in ``form``.
 
     ``vx`` is ``V`` (forms ``quadratic``, ``state``) or ``X`` (the ``_x`` forms, ``S_g = (Φ_Kᵀ X_g) W_V``,
-    which replaces the ``n d d_v`` projection by ``m d d_v`` per graph).  Padding rows of ``Φ_K`` are
-    zeroed, so padding adds nothing to any sum; ``z_g = Φ_Kᵀ 1`` is a column sum of ``Φ_K`` and the
-    quadratic form's denominator a row sum of ``Φ_Q Φ_Kᵀ``.
+    which replaces the ``n d d_v`` projection by ``m d d_v`` per graph).  Padding rows of ``Φ_K`` must be
+    zero (:func:`_features` zeroes them), so padding adds nothing to any sum; ``z_g = Φ_Kᵀ 1`` is a column
+    sum of ``Φ_K`` and the quadratic form's denominator a row sum of ``Φ_Q Φ_Kᵀ``.
     """
     G, n, m = block.G, block.n, phi_k.shape[1]
-    if block.valid is not None:
-        phi_k = phi_k * block.valid[:, None].to(phi_k.dtype)
     Q, K, VX = phi_q.reshape(G, n, m), phi_k.reshape(G, n, m), vx.reshape(G, n, -1)
     if form in ("quadratic", "quadratic_x"):
         A = torch.bmm(Q, K.transpose(1, 2))
@@ -269,7 +269,8 @@ def segment_attention_torch(phi_q: Tensor, phi_k: Tensor, v: Tensor, batch: Tens
     outs = []
     for blk in blocks:
         form = "quadratic" if choose_form(blk.n, m, dv, dv) == "quadratic" else "state"
-        outs.append(_attend(blk.take(phi_q), blk.take(phi_k), blk, form, blk.take(v)))
+        keys = blk.take(phi_k) if blk.valid is None else blk.take(phi_k) * blk.valid[:, None]
+        outs.append(_attend(blk.take(phi_q), keys, blk, form, blk.take(v)))
     return _assemble(outs, blocks, batch.shape[0])
 
 

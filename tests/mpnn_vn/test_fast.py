@@ -195,9 +195,9 @@ def test_half_precision_accumulates_in_float32(dtype: torch.dtype) -> None:
 def test_every_form_matches_and_differentiates(monkeypatch, form: str) -> None:
     """Each product order (``V`` projected or ``W_V`` after the sums; state or quadratic) is exact, differentiable."""
     monkeypatch.setattr(mpnn_vn_fast, "choose_form", lambda *_: form)
-    case = graph_case((7, 1, 12, 5), "empty", seed=6)
+    case = graph_case((7, 1, 12, 5, 8, 10, 11), "empty", seed=6)  # 7 padded to 8, 10 to 11: padded blocks
     assert scaled_error(fast(case), case.ground_truth(F64), case.scale(F64)) <= identity_tolerance(F64, 12)
-    x, _, batch, Wq, Wk, Wv = graph_case((3, 1, 4), "empty", seed=5).args(F64, "cpu")
+    x, _, batch, Wq, Wk, Wv = graph_case((7, 1, 8), "empty", seed=5).args(F64, "cpu")
     inputs = tuple(t.clone().requires_grad_() for t in (x, Wq, Wk, Wv))
     assert torch.autograd.gradcheck(lambda *a: segment_linear_attention(a[0], batch, *a[1:]), inputs)
 
