@@ -18,6 +18,9 @@ from attnverify.fast._dispatch import accumulation_dtype, require_float, require
 
 CHUNK = 64
 SUBCHUNK = 16
+SEGMENT_ELEMENTS = 1 << 20
+"""Elements of ``q`` (``B·H·T·Dk``) per segment of the CPU path: a longer sequence runs segment after segment,
+the state carried between them, so every per-chunk tensor stays cache-sized and the time stays linear in ``T``."""
 ONE_MATMUL_LIMIT = {torch.float64: 500.0, torch.float32: 30.0}
 """Largest ``|Ĝ|`` (a chunk's total log-gate) for which a chunk's per-key weights are one matmul of ``q ⊙ e^{Ĝ}``
 and ``k ⊙ e^{-Ĝ}``: ``e^{±Ĝ}`` stay finite and normal, and their rounding ``u |Ĝ|`` stays small (float32:
@@ -105,13 +108,13 @@ class _CarryScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, decay: Tensor, writes: Tensor, initial: Tensor) -> tuple[Tensor, Tensor]:
-        state, entering = initial, []
-        for c, w in zip(decay.unbind(2), writes.unbind(2), strict=True):
-            entering.append(state)
-            state = c * state + w
-        before = torch.stack(entering, 2)
+        before = torch.empty_like(writes)  # each S_i written in place by one fused multiply-add: no stack
+        before[:, :, 0] = initial
+        c, w = decay.unbind(2), writes.unbind(2)
+        for i in range(1, writes.shape[2]):
+            torch.addcmul(w[i - 1], c[i - 1], before[:, :, i - 1], out=before[:, :, i])
         ctx.save_for_backward(decay, before)
-        return before, state
+        return before, torch.addcmul(w[-1], c[-1], before[:, :, -1])
 
     @staticmethod
     def backward(ctx: Any, grad_before: Tensor, grad_final: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -119,7 +122,7 @@ class _CarryScan(torch.autograd.Function):
         d_state, d_writes = grad_final, []
         for c, g in zip(reversed(decay.unbind(2)), reversed(grad_before.unbind(2)), strict=True):
             d_writes.append(d_state)  # dL/dw_i = dL/dS_{i+1}
-            d_state = g + c * d_state
+            d_state = torch.addcmul(g, c, d_state)
         d_w = torch.stack(d_writes[::-1], 2)
         d_decay = d_w * before
         dims = [i for i, (a, b) in enumerate(zip(decay.shape, d_decay.shape, strict=True)) if a == 1 and b != 1]
@@ -132,6 +135,23 @@ def carry_scan(decay: Tensor, writes: Tensor, initial: Tensor) -> tuple[Tensor, 
     ``decay`` broadcasts against one chunk's ``writes`` (it has size 1 where they are summed over).
     """
     return _CarryScan.apply(decay, writes.contiguous(), initial.expand_as(writes[:, :, 0]).contiguous())
+
+
+def _segmented(
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, chunk: int, state: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """:func:`_chunked` over segments of whole chunks (about :data:`SEGMENT_ELEMENTS` elements of ``q`` each),
+    each starting from the state the previous one left: the same recurrence, cut where chunks are cut anyway."""
+    B, H, T, Dk = q.shape
+    step = max(1, SEGMENT_ELEMENTS // (B * H * Dk * chunk)) * chunk
+    if step >= T:
+        return _chunked(q, k, v, log_decay, chunk, state)
+    gs = [None] * -(-T // step) if log_decay is None else log_decay.split(step, 2)  # split: one cat in backward
+    outs = []
+    for qs, ks, vs, g in zip(q.split(step, 2), k.split(step, 2), v.split(step, 2), gs, strict=True):
+        out, state = _chunked(qs, ks, vs, g, chunk, state)
+        outs.append(out)
+    return torch.cat(outs, 2), state
 
 
 def _chunked(
@@ -153,7 +173,7 @@ def _chunked(
     qc, kc, vc = (t.unflatten(2, (n, chunk)) for t in (q, k, v))  # (B, H, n, C, ·)
     causal = _causal(chunk, q.device)
     if log_decay is None:
-        P = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0.0)
+        P = (qc @ kc.transpose(-1, -2)).masked_fill_(~causal, 0.0)
         writes = kc.transpose(-1, -2) @ vc  # (B, H, n, Dk, Dv)
         before = writes.cumsum(2) - writes
         if state is not None:
@@ -165,10 +185,11 @@ def _chunked(
     G = g.cumsum(3)  # chunk-local inclusive cumsum Ĝ
     last = G[..., -1:, :]  # (B, H, n, 1, ·)
     carry = torch.exp(last).transpose(-1, -2)  # (B, H, n, Dk or 1, 1): e^{Ĝ_last}
-    q_decayed = qc * torch.exp(G)  # q_t ⊙ e^{Ĝ_t}
+    growth = torch.exp(G)
+    q_decayed = qc * growth  # q_t ⊙ e^{Ĝ_t}
     if g.shape[-1] != 1 and bool((last >= -ONE_MATMUL_LIMIT[q.dtype]).all()):  # mild per-key gates: one matmul
-        k_rebased = kc * torch.exp(-G)  # k_j ⊙ e^{-Ĝ_j}, in range
-        P = (q_decayed @ k_rebased.transpose(-1, -2)).masked_fill(~causal, 0.0)
+        k_rebased = kc / growth  # k_j ⊙ e^{-Ĝ_j}, in range (one division instead of a second exp)
+        P = (q_decayed @ k_rebased.transpose(-1, -2)).masked_fill_(~causal, 0.0)
         writes = carry * (k_rebased.transpose(-1, -2) @ vc)  # e^{Ĝ_last} ⊙ Σ_j (k_j ⊙ e^{-Ĝ_j}) v_jᵀ: rows scaled after
     else:
         if g.shape[-1] == 1:  # one decay per head: the whole chunk in one masked matmul, gaps summed in float64
@@ -304,7 +325,7 @@ def gated_linear_attention(
     elif select_backend(backend, q.device) == "triton":
         out, final = _TritonGLA.apply(q, k, v, g, state)
     else:
-        out, final = _chunked(q, k, v, g, chunk_size, state)
+        out, final = _segmented(q, k, v, g, chunk_size, state)
     if normalize:
         out = out[..., :dv] / out[..., dv:]
     out = out.to(dtype)

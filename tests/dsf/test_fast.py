@@ -129,6 +129,25 @@ def test_gradcheck(kind: str, normalize: bool, monkeypatch: pytest.MonkeyPatch) 
     assert torch.autograd.gradcheck(run, inputs)
 
 
+@pytest.mark.parametrize("kind", ["head", "key"])
+def test_segments_carry_the_state(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long inputs run segment by segment (here 2 chunks each, a ragged last one): same outputs, final state and
+    gradients (gates included) as the recurrence."""
+    q, k, v, g = gla_inputs(13, 8, kind=kind, scale=1.0, b=1, h=2, dk=2, dv=2)
+    monkeypatch.setattr(fast, "SEGMENT_ELEMENTS", 1 * 2 * 2 * 2 * 2)  # B·H·Dk·chunk·2 → 2 chunks of 2 per segment
+    state = torch.rand(1, 2, 2, 2, dtype=F64)
+    out, final = gated_linear_attention(q, k, v, g, chunk_size=2, initial_state=state, output_final_state=True)
+    want, want_final = ref.gla_recurrent(q, k, v, g, initial_state=state)
+    assert rel_error(out, want) <= 1e-12
+    assert rel_error(final, want_final) <= 1e-12
+    inputs = tuple(x.clone().requires_grad_() for x in (q, k, v, g, state))
+
+    def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return gated_linear_attention(*xs[:4], chunk_size=2, initial_state=xs[4], output_final_state=True)
+
+    assert torch.autograd.gradcheck(run, inputs)
+
+
 @pytest.mark.parametrize(("kind", "normalize"), [("head", False), ("key", True)])
 def test_empty_sequence_passes_the_state_through(kind: str, normalize: bool) -> None:
     """``T = 0``: an empty output and the initial state (zeros without one) as the final state, differentiably."""
