@@ -867,6 +867,27 @@ def fla_version() -> str | None:
         return None
 
 
+def peer_verdicts() -> list[dict[str, str]]:
+    """Every :data:`PEERS` adapter through its claim at the default budget, in float32 and float64: one row each
+    (``peer``, ``claim``, ``dtype``, ``verdict``, ``error``).  Needs flash-linear-attention installed."""
+    from attnverify import registry
+
+    rows = []
+    for claim_id, peer in PEERS:
+        for dtype in (torch.float32, torch.float64):
+            evidence = registry.get(claim_id).run(CheckContext(dtypes=(dtype,)), impl=peer, label="peer")
+            rows.append(
+                {
+                    "peer": peer.__name__,
+                    "claim": claim_id,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "verdict": evidence.verdict,
+                    "error": f"{evidence.metric:.2g}",
+                }
+            )
+    return rows
+
+
 _ATTN = "(arXiv 2405.15731, §3.1; our cache construction, book/dsf.md)"
 
 CLAIMS = (
