@@ -53,12 +53,15 @@ def triton_usable(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def select_backend(backend: str | None, device: torch.device) -> Backend:
-    """Resolve ``backend``: ``None`` picks Triton on CUDA and torch elsewhere."""
+def select_backend(
+    backend: str | None, device: torch.device, choices: tuple[Backend, ...] = ("torch", "triton")
+) -> Backend:
+    """Resolve ``backend`` among the caller's ``choices``: ``None`` picks Triton on CUDA and torch elsewhere."""
     if backend is None:
         return "triton" if device.type == "cuda" and triton_usable(device) else "torch"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected None, 'torch', 'triton' or 'triton_tiled', got {backend!r}")
+    if backend not in choices:
+        named = ", ".join(repr(c) for c in choices[:-1])
+        raise ValueError(f"backend: expected None, {named} or {choices[-1]!r}, got {backend!r}")
     if backend != "torch" and not triton_usable(device):
         raise ValueError(
             f"backend: {backend!r} needs triton installed and CUDA tensors (or TRITON_INTERPRET=1); "

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnverify.fast._dispatch import (
+    BACKENDS,
     Backend,
     accumulation_dtype,
     require_float,
@@ -362,7 +363,7 @@ def prefix_softmax_attention(scores: Tensor, values: Tensor, *, backend: str | N
     ``attnverify.reference.aaren.causal_constant_query_attention`` in float64.
     """
     validate_scan_inputs(scores, values)
-    chosen = select_backend(backend, scores.device)
+    chosen = select_backend(backend, scores.device, BACKENDS)
     *lead, n = scores.shape
     dv = values.shape[-1]
     rows = math.prod(lead)

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnverify.fast._dispatch import accumulation_dtype, require_float, require_same, require_tensor, triton_usable
+from attnverify.fast._dispatch import accumulation_dtype, require_float, require_same, require_tensor, select_backend
 
 NEG_INF = float("-inf")
 BLOCK_SIZE = 64
@@ -409,10 +409,6 @@ def _validate(
     ):
         raise ValueError(f"scale: expected None or a finite float, got {scale!r}")
     lam_t = _check_lam(lam, q, solver)
-    if backend not in (None, "torch", "triton"):
-        raise ValueError(f"backend: expected None, 'torch' or 'triton', got {backend!r}")
-    if backend == "triton" and not triton_usable(q.device):
-        raise ValueError(f"backend: 'triton' needs triton and CUDA tensors (or TRITON_INTERPRET=1); got {q.device}")
     d = q.shape[-1]
     plan = _Plan(
         tau=1.0 / math.sqrt(d) if scale is None else float(scale),
@@ -421,7 +417,7 @@ def _validate(
         block=BLOCK_SIZE if block_size is None else block_size,
         query=block_size if block_size is not None else CG_QUERY_BLOCK if solver == "cg" else BLOCK_SIZE,
         rtol=1e-14 if accumulation_dtype(q.dtype) == torch.float64 else 1e-6,
-        triton=backend == "triton" or (backend is None and q.device.type == "cuda" and triton_usable(q.device)),
+        triton=select_backend(backend, q.device) == "triton",
     )
     return lam_t, plan
 

@@ -195,9 +195,8 @@ def layout(batch: Tensor, B: int) -> list[Block]:
         position = torch.arange(n, device=batch.device)
         valid = position < sizes[:, None]  # (G, n)
         index = ptr[ids, None] + position
-        if (
-            bool(valid.all()) and int(ids[-1] - ids[0]) == G - 1
-        ):  # equal sizes, consecutive ids: rows [first, first + G n)
+        full = bool(valid.all())
+        if full and int(ids[-1] - ids[0]) == G - 1:  # equal sizes, consecutive ids: rows [first, first + G n)
             first = int(ptr[ids[0]])
             for s in range(0, G, per):
                 rows = slice(first + s * n, first + min(G, s + per) * n)
@@ -205,7 +204,6 @@ def layout(batch: Tensor, B: int) -> list[Block]:
             continue
         dest = index.masked_fill(~valid, N)  # padding writes to a spare row past the end
         index = index.clamp(max=N - 1)  # padding repeats a real row; `valid` keeps it out of every sum
-        full = bool(valid.all())
         for rows, ok, to in zip(torch.split(index, per), torch.split(valid, per), torch.split(dest, per), strict=True):
             blocks.append(Block(rows.shape[0], n, rows.flatten(), None if full else ok.flatten(), to.flatten()))
     return blocks
@@ -274,7 +272,7 @@ def segment_attention_torch(phi_q: Tensor, phi_k: Tensor, v: Tensor, batch: Tens
     return _assemble(outs, blocks, batch.shape[0])
 
 
-def _streamed(x: Tensor, W: Tensor, dk: int, Wv: Tensor, feature_map: FeatureMapArg) -> Tensor:
+def _streamed(x: Tensor, W: Tensor, Wv: Tensor, feature_map: FeatureMapArg) -> Tensor:
     """One graph larger than a block, in row blocks: ``[P | z] = Σ Φ_Kᵀ [X | 1]`` over them, ``S = P W_V``,
     then each block read out.  Every block's work stays in cache, so the time grows linearly with ``n``;
     ``φ(Q)`` is kept (``n m``)."""
@@ -315,7 +313,7 @@ def _segment_torch(
     outs = []
     for blk in blocks:
         if blk.n > BLOCK_ROWS and feature_map != "favor+":  # (FAVOR+'s key shift needs the whole graph)
-            outs.append(_streamed(x[blk.rows], Wqk, dk, Wv, feature_map))
+            outs.append(_streamed(x[blk.rows], Wqk, Wv, feature_map))
             continue
         form = choose_form(blk.n, m, d, dv)
         rows = blk.take(x)

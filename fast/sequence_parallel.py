@@ -46,7 +46,7 @@ from torch import Tensor
 from torch._C._distributed_c10d import Backend as _C_Backend
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
 
-from attnverify.fast._dispatch import Backend, accumulation_dtype, select_backend
+from attnverify.fast._dispatch import BACKENDS, Backend, accumulation_dtype, select_backend
 from attnverify.fast.aaren import (
     NEG_INF,
     ScanResult,
@@ -521,7 +521,7 @@ def prefix_softmax_attention(
         "length": scores.shape[-1] if ok else None,
     }
     _handshake(g, description, error)
-    chosen = select_backend(backend, scores.device)
+    chosen = select_backend(backend, scores.device, BACKENDS)
     *lead, n = scores.shape
     dv = values.shape[-1]
     rows = math.prod(lead)

@@ -170,29 +170,15 @@ def fit_and_test(model: Any, data: Data, heads: int) -> Fit:
 
     ``model`` has ``features(x0, X) -> (n, p)``, ``fit(x0, X, y, ridge)``, ``predict(x0, X)``; ``heads``
     is its ``M`` (``K_hat = Phi Phiᵀ / M``).  The validation fits are the reference ridge
-    (:func:`attnverify.reference.rfa.ridge_solve`) on the model's features, the same protocol for every
-    model; only the final fit and the test predictions are the model's own.  The validation fits share one
-    Gram matrix (``Phi Phiᵀ`` when there are fewer training rows than features, else ``PhiᵀPhi``), as
-    :func:`~attnverify.reference.rfa.ridge_solve` would form it for each ``lambda``.
+    (:func:`attnverify.reference.rfa.ridge_solutions`, one Gram matrix for the whole grid) on the model's
+    features, the same protocol for every model; only the final fit and the test predictions are the model's own.
     """
     n = data.y.shape[0]
     cut = n - n // 5
     Phi = model.features(data.x0, data.X).to(torch.float64)
     scale = float((Phi**2).sum()) / (n * heads) / n
-    train, val, y = Phi[:cut], Phi[cut:], data.y[:cut]
-    dual = cut < Phi.shape[1]
-    gram = train @ train.T if dual else train.T @ train
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
-    best: tuple[float, float] | None = None
-    for c in RIDGE_GRID:
-        shift = cut * c * scale * heads  # n lambda M
-        if dual:
-            pred = val @ (train.T @ torch.linalg.solve(gram + shift * eye, y))
-        else:
-            pred = val @ torch.linalg.solve(gram + shift * eye, train.T @ y)
-        err = relative_mse(pred, data.y[cut:])
-        if best is None or err < best[0]:
-            best = (err, c * scale)
-    assert best is not None
-    model.fit(data.x0, data.X, data.y, best[1])
-    return Fit(relative_mse(model.predict(data.x0_test, data.X_test), data.y_test), best[1])
+    ridges = [c * scale for c in RIDGE_GRID]
+    solutions = ref.ridge_solutions(Phi[:cut], data.y[:cut], ridges, heads)
+    _, ridge = min(zip((relative_mse(Phi[cut:] @ v, data.y[cut:]) for v in solutions), ridges, strict=True))
+    model.fit(data.x0, data.X, data.y, ridge)
+    return Fit(relative_mse(model.predict(data.x0_test, data.X_test), data.y_test), ridge)

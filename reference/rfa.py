@@ -21,6 +21,7 @@ Every modelling choice the paper might make differently is a field of :class:`RF
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,21 +125,28 @@ def features(x0: Tensor, X: Tensor, W: Tensor, activation: str = "relu", augment
     return phi.reshape(n, -1)
 
 
-def ridge_solve(Phi: Tensor, y: Tensor, ridge: float, M: int, solver: str = "auto") -> Tensor:
-    """``v = argmin (1/n)|y - Phi v|^2 + ridge * M |v|^2`` (the ``lambda M`` scaling mirrors the norm ball).
+def ridge_solutions(Phi: Tensor, y: Tensor, ridges: Sequence[float], M: int, solver: str = "auto") -> list[Tensor]:
+    """``v = argmin (1/n)|y - Phi v|^2 + ridge * M |v|^2`` for each ``ridge`` (the ``lambda M`` scaling mirrors
+    the norm ball), one Gram matrix for all of them.
 
     Primal: ``v = (PhiᵀPhi + n lambda M I)^{-1} Phiᵀ y``; dual: ``v = Phiᵀ (Phi Phiᵀ + n lambda M I)^{-1} y``;
     ``"auto"`` takes the dual when ``n < Phi.shape[1]``.
     """
     n, p = Phi.shape
-    shift = n * ridge * M
     if solver not in SOLVERS:
         raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
     if solver == "dual" or (solver == "auto" and n < p):
-        gram = Phi @ Phi.T + shift * torch.eye(n, dtype=Phi.dtype)
-        return Phi.T @ torch.linalg.solve(gram, y)
-    gram = Phi.T @ Phi + shift * torch.eye(p, dtype=Phi.dtype)
-    return torch.linalg.solve(gram, Phi.T @ y)
+        gram = Phi @ Phi.T
+        eye = torch.eye(n, dtype=Phi.dtype)
+        return [Phi.T @ torch.linalg.solve(gram + n * ridge * M * eye, y) for ridge in ridges]
+    gram, rhs = Phi.T @ Phi, Phi.T @ y
+    eye = torch.eye(p, dtype=Phi.dtype)
+    return [torch.linalg.solve(gram + n * ridge * M * eye, rhs) for ridge in ridges]
+
+
+def ridge_solve(Phi: Tensor, y: Tensor, ridge: float, M: int, solver: str = "auto") -> Tensor:
+    """:func:`ridge_solutions` for one ``ridge``."""
+    return ridge_solutions(Phi, y, [ridge], M, solver)[0]
 
 
 class RandomFeatureAttention:

@@ -158,6 +158,13 @@ def _scan_kernel(  # type: ignore[no-untyped-def]
     tl.store(SF_ptr + state_offs, s, mask=state_ok)
 
 
+def _scan_blocks(N: int) -> tuple[int, int]:
+    """``(BLOCK_N, BLOCK_D)`` of the scan kernels: every state channel in one block, at most 4096 state entries
+    (``BLOCK_D × BLOCK_N``) in registers."""
+    block_n = triton.next_power_of_2(max(N, 1))
+    return block_n, max(1, min(64, 4096 // block_n))
+
+
 def triton_selective_scan(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, initial_state: Tensor | None
 ) -> tuple[Tensor, Tensor]:
@@ -169,8 +176,7 @@ def triton_selective_scan(
     y = torch.empty(bt, d, L, dtype=dtype, device=u.device)
     final = torch.empty(bt, d, N, dtype=dtype, device=u.device)
     s0 = initial_state.to(dtype).contiguous() if initial_state is not None else final
-    block_n = triton.next_power_of_2(max(N, 1))
-    block_d = max(1, min(64, 4096 // block_n))
+    block_n, block_d = _scan_blocks(N)
     _scan_kernel[(bt, triton.cdiv(d, block_d))](
         *(t.contiguous() for t in (u, delta, A, B, C)), s0, y, final, d, N, L,
         BLOCK_D=block_d, BLOCK_N=block_n, HAS_INIT=initial_state is not None, IS_F64=dtype == torch.float64,
@@ -291,8 +297,7 @@ def triton_selective_scan_backward(
     bt, d, L = u.shape
     N = A.shape[1]
     dtype = u.dtype
-    block_n = triton.next_power_of_2(max(N, 1))
-    block_d = max(1, min(64, 4096 // block_n))
+    block_n, block_d = _scan_blocks(N)
     blocks = triton.cdiv(d, block_d)
     new = {"dtype": dtype, "device": u.device}
     du, ddt, q_side, k_side = (torch.empty(bt, d, L, **new) for _ in range(4))

@@ -239,6 +239,7 @@ Z = torch.zeros(1, 2, 5, 4)
         ((Z, Z, Z), {"chunk_size": 0}, ValueError, "chunk_size: expected an int >= 1"),
         ((Z, Z, Z), {"chunk_size": True}, ValueError, "chunk_size: expected an int >= 1"),
         ((Z, Z, Z), {"chunk_size": 2.0}, ValueError, "chunk_size: expected an int >= 1"),
+        ((Z, Z, Z), {"backend": "triton_tiled"}, ValueError, "backend: expected None, 'torch' or 'triton'"),
         (
             (Z, Z, Z),
             {"initial_state": torch.zeros(1, 2, 4, 4), "normalize": True},

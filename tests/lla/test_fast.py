@@ -144,6 +144,7 @@ V = torch.zeros(1, 2, 5, 2)
         ({"cg_iters": 0}, ValueError, "cg_iters"),
         ({"block_size": 0}, ValueError, "block_size"),
         ({"solver": "lu"}, ValueError, "solver"),
+        ({"backend": "triton_tiled"}, ValueError, "backend"),
         ({"scale": float("inf")}, ValueError, "scale"),
         ({"k": torch.zeros(1, 2, 4, 3)}, ValueError, "k"),
         ({"v": torch.zeros(1, 2, 4, 2)}, ValueError, "v"),
