@@ -25,7 +25,6 @@ output is the one checked.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnverify.benchmarks.runner import THREADS, Recorder, Suite, timing_axes
+from attnverify.benchmarks.runner import Recorder, Suite, interleaved, timing_axes
 from attnverify.fast import gated_linear_attention, selective_scan
 from attnverify.numerics import identity_tolerance
 from attnverify.reference import dsf as ref
@@ -100,17 +99,11 @@ def quadratic_blocked(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor) -> Ten
 
 
 def _time_slow(rec: Recorder, fn: Callable[[], Any], repeats: int, **row: Any) -> tuple[float, Any]:
-    """Median seconds of ``repeats`` calls of a slow baseline (``time.perf_counter``), recorded; and its last output."""
-    times, threads = [], torch.get_num_threads()
-    torch.set_num_threads(THREADS)  # as blocked_autorange runs the fast kernels
-    try:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    return rec.record(statistics.median(times), repeats=repeats, **row), out
+    """Median seconds of ``repeats`` calls of a slow baseline (no warm-up: seconds per call), recorded; and its
+    last output."""
+    outs: list[Any] = []
+    (times,) = interleaved([lambda: outs.append(fn())], repeats, warmup=False)
+    return rec.record(statistics.median(times), repeats=repeats, **row), outs[-1]
 
 
 def _check_gla(rec: Recorder, T: int) -> None:

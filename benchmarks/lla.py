@@ -22,16 +22,14 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import statistics
-import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from attnverify.benchmarks.runner import THREADS, Recorder, Suite, timing_axes
+from attnverify.benchmarks.runner import Recorder, Suite, interleaved, timing_axes
 from attnverify.fast import local_linear_attention
 from attnverify.fast.lla import ConvergenceWarning
 from attnverify.reference.lla import local_linear_attention as reference_lla
@@ -130,25 +128,6 @@ def peak_extra_memory(which: str, heads: int, t: int, d: int) -> int:
                 raise RuntimeError(f"memory probe of {which} exited with code {proc.exitcode}") from exc
     proc.join(timeout=60)
     return out
-
-
-def interleaved(fns: list[Callable[[], object]], repeats: int) -> list[list[float]]:
-    """Seconds per call of each of ``fns``, called in turn ``repeats`` times after one warm-up call each
-    (``torch`` on the runner's thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
-        for fn in fns:
-            fn()
-        seconds: list[list[float]] = [[] for _ in fns]
-        for _ in range(repeats):
-            for fn, out in zip(fns, seconds, strict=True):
-                start = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - start)
-        return seconds
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _check(rec: Recorder, q: Tensor, k: Tensor, v: Tensor, method: str, **kw: Any) -> None:

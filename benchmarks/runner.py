@@ -71,6 +71,28 @@ def measure(fn: Callable[[], object], *, device: str = "cpu", min_run_time: floa
     return float(timer.blocked_autorange(min_run_time=min_run_time).median)
 
 
+def interleaved(fns: Sequence[Callable[[], object]], repeats: int, *, warmup: bool = True) -> list[list[float]]:
+    """Seconds per call of each of ``fns`` (``time.perf_counter``), called in turn ``repeats`` times, after one
+    warm-up call each when ``warmup``; ``torch`` on :data:`THREADS` threads, as :func:`measure` runs.  For calls
+    too slow for ``blocked_autorange``, and for ratios whose two sides must share each slow phase of a shared
+    machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        if warmup:
+            for fn in fns:
+                fn()
+        seconds: list[list[float]] = [[] for _ in fns]
+        for _ in range(repeats):
+            for fn, out in zip(fns, seconds, strict=True):
+                start = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - start)
+        return seconds
+    finally:
+        torch.set_num_threads(threads)
+
+
 def available_memory() -> int | None:
     """Bytes of memory available to new allocations (Linux ``MemAvailable``); ``None`` when unknown."""
     try:
